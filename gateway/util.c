@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* Aborting allocators, the monotonic clock and slice helpers. */
+#include "gateway/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "gatehouse: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *gw_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        oom(n);
+    return p;
+}
+
+void *gw_xcalloc(size_t nmemb, size_t size)
+{
+    void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+    if (p == NULL)
+        oom(nmemb * size);
+    return p;
+}
+
+void *gw_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        oom(n);
+    return q;
+}
+
+char *gw_xstrndup(const char *p, size_t n)
+{
+    char *s = gw_xmalloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+uint64_t gw_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int gw_slice_eq_ci(struct gw_slice a, const char *b, size_t n)
+{
+    if (a.len != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
