@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/* The configuration: YAML (libyaml) loaded into a validated, immutable, reference-counted
+ * snapshot. Built completely before use; shared read-only by every worker thread. */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum gw_log_level { GW_LOG_DEBUG = 0, GW_LOG_INFO, GW_LOG_WARN, GW_LOG_ERROR };
+
+enum gw_access_format { GW_ACCESS_OFF = 0, GW_ACCESS_JSON };
+
+enum gw_protocol { GW_PROTO_HTTP = 0 };
+
+enum gw_balance { GW_BALANCE_ROUND_ROBIN = 0, GW_BALANCE_LEAST_OUTSTANDING };
+
+struct gw_listen_conf {
+    char *address;                /* as written, after ${VAR} expansion */
+    struct sockaddr_storage addr; /* numeric IPv4/IPv6 address and port */
+    socklen_t addrlen;
+    int backlog;                  /* default 511 */
+};
+
+/* One upstream server: "host:port", "[v6]:port" or "unix:/path". */
+struct gw_server_conf {
+    char *address;    /* as written */
+    char *host;       /* NULL for unix; a name or a numeric address */
+    uint16_t port;
+    char *unix_path;  /* NULL unless unix: */
+    int numeric;      /* host is a literal address: never resolved */
+};
+
+struct gw_upstream_conf {
+    char *name;
+    enum gw_protocol protocol;
+    struct gw_server_conf *servers;
+    size_t nservers;
+    enum gw_balance balance;      /* default round_robin */
+    uint64_t connect_ms;          /* timeouts.connect, default 5s */
+    uint64_t first_byte_ms;       /* timeouts.first_byte, default 60s */
+    uint64_t read_ms;             /* timeouts.read: idle between response reads, default 60s */
+    uint64_t send_ms;             /* timeouts.send: upstream not taking request bytes, 60s */
+    size_t keepalive_conns;       /* keepalive.connections: idle kept per server and worker, 32 */
+    uint64_t keepalive_ms;        /* keepalive.timeout: idle connection lifetime, 60s */
+    uint64_t keepalive_requests;  /* keepalive.requests: requests per connection, 1000 */
+    unsigned retries;             /* retries: other servers tried for idempotent requests, 1 */
+    unsigned health_fails;        /* health.fails: consecutive failures before cooldown, 3 */
+    uint64_t health_cooldown_ms;  /* health.cooldown, 10s */
+    uint64_t resolve_ms;          /* resolve: host name re-resolution interval, 30s */
+    size_t index;                 /* position in gw_config.upstreams */
+};
+
+struct gw_route_conf {
+    char *host;            /* NULL: any host. Lower case, no port. For "*.x.com": "*.x.com" */
+    int host_wildcard;     /* host starts with "*." */
+    char *path;            /* prefix, starts with '/', no trailing '/' except the root "/" */
+    size_t path_len;
+    int strip_prefix;      /* remove |path| from the path sent upstream */
+    struct gw_upstream_conf *upstream; /* points into gw_config.upstreams */
+    size_t index;          /* position in the file, the last tie-break */
+};
+
+struct gw_cidr {
+    int family;            /* AF_INET or AF_INET6 */
+    uint8_t addr[16];      /* network address, host bits zeroed */
+    unsigned prefix;
+};
+
+struct gw_config {
+    _Atomic long refs;
+    char *file;                   /* the path it was loaded from */
+    unsigned workers;             /* "auto" resolved to the number of online CPUs */
+    struct gw_listen_conf *listen;
+    size_t nlisten;
+    struct {
+        size_t header_bytes;      /* 16k */
+        size_t headers;           /* 100 */
+        size_t target_bytes;      /* 8k */
+        uint64_t body_bytes;      /* 10m; 0 = unlimited */
+    } limits;
+    struct {
+        uint64_t header_ms;       /* 10s: whole request head */
+        uint64_t body_ms;         /* 30s: idle between request body reads */
+        uint64_t idle_ms;         /* 60s: keep-alive idle */
+        uint64_t send_ms;         /* 60s: client not taking response bytes */
+    } timeouts;
+    struct {
+        uint64_t delay_ms;        /* 0s */
+        uint64_t timeout_ms;      /* 30s */
+    } shutdown;
+    struct gw_cidr *trusted;      /* trusted_proxies */
+    size_t ntrusted;
+    struct {
+        enum gw_access_format access; /* json */
+        enum gw_log_level level;      /* info */
+        size_t access_buffer;         /* 64k */
+        uint64_t access_flush_ms;     /* 1s */
+    } log;
+    struct gw_upstream_conf *upstreams;
+    size_t nupstreams;
+    struct gw_route_conf *routes;
+    size_t nroutes;
+};
+
+/* Loads and validates |path|. On success stores a snapshot with one reference in |*out| and
+ * returns 0. On failure returns GW_E_CONFIG and writes "file:line:column: message" (or
+ * "file: message") into |err| (|errlen| bytes, always NUL-terminated). */
+int gw_config_load_file(const char *path, struct gw_config **out, char *err, size_t errlen);
+
+/* Same as gw_config_load_file() for |len| bytes of YAML in |data|; |name| stands for the file
+ * name in messages. Never reads files; environment variables are read with getenv(). */
+int gw_config_load_buffer(const char *name, const char *data, size_t len,
+                          struct gw_config **out, char *err, size_t errlen);
+
+/* Adds a reference (thread-safe) and returns |c|. */
+struct gw_config *gw_config_ref(struct gw_config *c);
+
+/* Drops a reference (thread-safe); the last one frees the snapshot. NULL is a no-op. */
+void gw_config_unref(struct gw_config *c);
+
+/* Parses "16k", "10m", "1g", "512" (bytes) into |*out|. Returns 0 or -1. */
+int gw_parse_size(const char *s, uint64_t *out);
+
+/* Parses "500ms", "30s", "5m", "1h" (a bare number is seconds) into milliseconds. 0 or -1. */
+int gw_parse_duration(const char *s, uint64_t *out);
+
+/* Returns 1 when the address |sa| lies in one of the snapshot's trusted_proxies, else 0. */
+int gw_config_is_trusted(const struct gw_config *c, const struct sockaddr *sa);
+
+#endif
