@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/* Client connections: accept set-up, the callback guard, deadlines and the close path. */
+#include "gateway/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/log.h"
+#include "gateway/util.h"
+#include "gateway/worker.h"
+
+/* How long a lingering close waits for the client to stop sending (nginx: lingering_time). */
+#define LINGER_MS 2000
+
+static void conn_free(struct gw_conn *c)
+{
+    gw_h1_free(c);
+    gw_stream_close(&c->st);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    if (c->flush_ev != NULL)
+        event_free(c->flush_ev);
+    gw_worker_conn_removed(c->w, c);
+    gw_wsnap_unref(c->snap);
+    free(c);
+}
+
+void gw_conn_leave(struct gw_conn *c)
+{
+    if (--c->refs == 0 && c->closing)
+        conn_free(c);
+}
+
+void gw_conn_close(struct gw_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    /* Stop every source of callbacks now; the memory goes when the last guard drops. */
+    gw_stream_read(&c->st, 0);
+    event_del(c->timer);
+    event_del(c->flush_ev);
+    gw_h1_on_gone(c);
+    if (c->refs == 0)
+        conn_free(c);
+}
+
+static void arm_timer(struct gw_conn *c, uint64_t at_ms)
+{
+    uint64_t now = gw_now_ms();
+    struct timeval tv;
+    uint64_t d = at_ms > now ? at_ms - now : 0;
+
+    tv.tv_sec = (time_t)(d / 1000);
+    tv.tv_usec = (suseconds_t)((d % 1000) * 1000);
+    evtimer_add(c->timer, &tv);
+    c->timer_ms = at_ms;
+}
+
+void gw_conn_set_deadline(struct gw_conn *c, uint64_t deadline_ms)
+{
+    c->deadline_ms = deadline_ms;
+    /* A later deadline needs no timer work: the armed timer fires early and re-arms. */
+    if (deadline_ms != 0 && (c->timer_ms == 0 || deadline_ms < c->timer_ms))
+        arm_timer(c, deadline_ms);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_conn *c = arg;
+    uint64_t now = gw_now_ms();
+
+    (void)fd;
+    (void)what;
+    c->timer_ms = 0;
+    if (c->deadline_ms == 0)
+        return;
+    if (now < c->deadline_ms) {
+        arm_timer(c, c->deadline_ms);
+        return;
+    }
+    c->deadline_ms = 0;
+    gw_conn_enter(c);
+    if (c->lingering)
+        gw_conn_close(c);
+    else
+        gw_h1_on_deadline(c);
+    gw_conn_leave(c);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    c->flush_pending = 0;
+    gw_stream_flush(&c->st);
+}
+
+void gw_conn_flush_soon(struct gw_conn *c)
+{
+    if (c->flush_pending || c->closing)
+        return;
+    c->flush_pending = 1;
+    event_active(c->flush_ev, EV_WRITE, 1);
+}
+
+static void start_linger(struct gw_conn *c)
+{
+    c->lingering = 1;
+    shutdown(c->st.fd, SHUT_WR);
+    gw_stream_read(&c->st, 1);
+    gw_conn_set_deadline(c, gw_now_ms() + LINGER_MS);
+}
+
+static void on_read(struct gw_stream *s, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    if (c->lingering || c->write_then_linger) {
+        evbuffer_drain(s->in, evbuffer_get_length(s->in));
+        return;
+    }
+    gw_conn_enter(c);
+    gw_h1_on_read(c);
+    gw_conn_leave(c);
+}
+
+static void on_drain(struct gw_stream *s, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    if (c->write_then_linger) {
+        if (evbuffer_get_length(s->out) == 0) {
+            c->write_then_linger = 0;
+            start_linger(c);
+        }
+        return;
+    }
+    gw_conn_enter(c);
+    gw_h1_on_drain(c);
+    gw_conn_leave(c);
+}
+
+static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    (void)s;
+    if (what == GW_STREAM_EOF && c->write_then_linger) {
+        /* The client half-closed; still deliver the response we are writing. */
+        gw_stream_read(&c->st, 0);
+        return;
+    }
+    gw_conn_enter(c);
+    if (what == GW_STREAM_ERROR && !c->lingering && c->h1.state != GW_H1_HEAD)
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "client connection error: %s", strerror(c->st.err));
+    else if (what == GW_STREAM_WRITE_TIMEOUT)
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "client send timeout");
+    else if (what == GW_STREAM_READ_TIMEOUT && !c->lingering) {
+        gw_h1_on_deadline(c);
+        gw_conn_leave(c);
+        return;
+    }
+    gw_conn_close(c);
+    gw_conn_leave(c);
+}
+
+void gw_conn_close_after_write(struct gw_conn *c)
+{
+    gw_stream_read(&c->st, 0);
+    gw_stream_set_read_timeout(&c->st, 0);
+    c->deadline_ms = 0;
+    gw_stream_flush(&c->st);
+    if (evbuffer_get_length(c->st.out) == 0) {
+        start_linger(c);
+        return;
+    }
+    /* on_drain starts the linger once the last byte is written. */
+    c->write_then_linger = 1;
+}
+
+static void format_peer(struct gw_conn *c)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (c->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&c->peer;
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
+        port = ntohs(sin->sin_port);
+        snprintf(c->peer_text, sizeof c->peer_text, "%s:%u", ip, port);
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&c->peer;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof ip);
+        port = ntohs(sin6->sin6_port);
+        snprintf(c->peer_text, sizeof c->peer_text, "[%s]:%u", ip, port);
+    } else {
+        snprintf(c->peer_text, sizeof c->peer_text, "unix");
+    }
+    snprintf(c->log_ctx, sizeof c->log_ctx, "conn=%llu peer=%s", (unsigned long long)c->id,
+             c->peer_text);
+}
+
+struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *peer,
+                            socklen_t peerlen)
+{
+    struct gw_conn *c = gw_xcalloc(1, sizeof *c);
+    int one = 1;
+
+    c->w = w;
+    c->id = w->next_conn_id++;
+    c->snap = gw_wsnap_ref(w->snap);
+    if (peerlen > sizeof c->peer)
+        peerlen = sizeof c->peer;
+    memcpy(&c->peer, peer, peerlen);
+    c->peerlen = peerlen;
+    format_peer(c);
+    if (peer->sa_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->flush_ev = event_new(w->base, -1, 0, on_flush, c);
+    if (c->timer == NULL || c->flush_ev == NULL ||
+        gw_stream_init(&c->st, w->base, fd, on_read, on_drain, on_event, c) != 0) {
+        gw_log_ctx(GW_LOG_ERROR, c->log_ctx, "cannot set up connection: out of memory");
+        if (c->timer != NULL)
+            event_free(c->timer);
+        if (c->flush_ev != NULL)
+            event_free(c->flush_ev);
+        gw_wsnap_unref(c->snap);
+        free(c);
+        return NULL;
+    }
+    gw_stream_set_write_timeout(&c->st, c->snap->cfg->timeouts.send_ms);
+    gw_worker_conn_added(w, c);
+    gw_h1_start(c);
+    return c;
+}

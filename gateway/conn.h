@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* A client connection: owns its socket stream, its timers and its session, and the close
+ * path. Created on accept and freed only from its worker's loop. */
+#ifndef GW_CONN_H
+#define GW_CONN_H
+
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "gateway/h1.h"
+#include "gateway/stream.h"
+
+struct gw_worker;
+struct gw_wsnap;
+
+/* Owned by its worker (on the worker's list) from accept to conn_free. Callbacks enter
+ * through a guard (refs); gw_conn_close() only marks, and the last guard frees. */
+struct gw_conn {
+    uint64_t id;
+    struct gw_worker *w;
+    struct gw_wsnap *snap;            /* the configuration the connection was accepted under */
+    struct gw_stream st;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    char peer_text[INET6_ADDRSTRLEN + 8]; /* "ip:port" or "[ip]:port" */
+    char log_ctx[INET6_ADDRSTRLEN + 48];  /* "conn=N peer=ADDR" for error-log lines */
+    struct event *timer;              /* lazy deadline timer (header, idle, linger) */
+    uint64_t deadline_ms;             /* monotonic; 0 = none */
+    uint64_t timer_ms;                /* when |timer| fires; 0 = not armed */
+    struct event *flush_ev;           /* deferred flush, to coalesce writes of one turn */
+    struct gw_conn *prev, *next;      /* the worker's list */
+    int refs;
+    unsigned closing : 1;             /* free when the last guard drops */
+    unsigned lingering : 1;           /* write side shut; discarding input until EOF/timeout */
+    unsigned write_then_linger : 1;   /* last response still being written, then linger */
+    unsigned flush_pending : 1;
+    struct gw_h1 h1;
+};
+
+/* Takes over the accepted socket |fd| from |peer| and starts the HTTP/1.1 session. Returns
+ * the connection, or NULL (fd closed, logged). */
+struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *peer,
+                            socklen_t peerlen);
+
+/* Marks |c| for closing; it is freed once no callback of it is on the stack. */
+void gw_conn_close(struct gw_conn *c);
+
+/* Writes what is queued, then closes: shuts the write side and discards input for a short
+ * while, so the client reads the response instead of a reset (lingering close). */
+void gw_conn_close_after_write(struct gw_conn *c);
+
+/* Sets the deadline (absolute, monotonic ms; 0 clears). Cheap: the timer re-arms lazily. */
+void gw_conn_set_deadline(struct gw_conn *c, uint64_t deadline_ms);
+
+/* Schedules one flush of c->st.out later in this loop turn. */
+void gw_conn_flush_soon(struct gw_conn *c);
+
+/* Enters a callback of |c| (guard); gw_conn_leave() frees it if it was closed meanwhile. */
+static inline void gw_conn_enter(struct gw_conn *c)
+{
+    c->refs++;
+}
+void gw_conn_leave(struct gw_conn *c);
+
+#endif

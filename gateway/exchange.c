@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: MIT */
+/* The exchange: request copy, forwarding facts, routing, and the calls between the sides. */
+#include "gateway/exchange.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adapters/http/http_upstream.h"
+#include "gateway/log.h"
+#include "gateway/router.h"
+#include "gateway/worker.h"
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int is_idempotent(struct gw_slice m)
+{
+    switch (m.len) {
+    case 3:
+        return memcmp(m.p, "GET", 3) == 0 || memcmp(m.p, "PUT", 3) == 0;
+    case 4:
+        return memcmp(m.p, "HEAD", 4) == 0;
+    case 5:
+        return memcmp(m.p, "TRACE", 5) == 0;
+    case 6:
+        return memcmp(m.p, "DELETE", 6) == 0;
+    case 7:
+        return memcmp(m.p, "OPTIONS", 7) == 0;
+    default:
+        return 0;
+    }
+}
+
+static struct gw_slice put(char **cur, const char *p, size_t n)
+{
+    struct gw_slice s = {*cur, n};
+
+    memcpy(*cur, p, n);
+    *cur += n;
+    return s;
+}
+
+/* Copies the request head into one block owned by the exchange. */
+static void copy_request(struct gw_req *q, const struct h1_request *r)
+{
+    size_t total = r->method.len + r->target.len + r->path.len + r->authority.len;
+    size_t conn_len = 0, nconn = 0;
+    char *cur;
+
+    for (size_t i = 0; i < r->nheaders; i++) {
+        total += r->headers[i].name.len + r->headers[i].value.len;
+        if (GW_SLICE_EQ_LIT(r->headers[i].name, "Connection")) {
+            conn_len += r->headers[i].value.len;
+            nconn++;
+        }
+    }
+    total += conn_len + 2 * nconn;
+    q->mem = gw_xmalloc(r->nheaders * sizeof(struct h1_header) + total);
+    q->headers = (struct h1_header *)(void *)q->mem;
+    q->nheaders = r->nheaders;
+    cur = q->mem + r->nheaders * sizeof(struct h1_header);
+    q->method = put(&cur, r->method.p, r->method.len);
+    q->target = put(&cur, r->target.p, r->target.len);
+    q->path = put(&cur, r->path.p, r->path.len);
+    q->host = put(&cur, r->authority.p, r->authority.len);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        q->headers[i].name = put(&cur, r->headers[i].name.p, r->headers[i].name.len);
+        q->headers[i].value = put(&cur, r->headers[i].value.p, r->headers[i].value.len);
+    }
+    /* Several Connection fields are one list (RFC 9110 §5.3). */
+    q->connection.p = cur;
+    q->connection.len = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!GW_SLICE_EQ_LIT(r->headers[i].name, "Connection"))
+            continue;
+        if (q->connection.len > 0)
+            put(&cur, ", ", 2);
+        put(&cur, r->headers[i].value.p, r->headers[i].value.len);
+        q->connection.len = (size_t)(cur - q->connection.p);
+    }
+    q->minor = r->minor;
+    q->chunked = r->body == H1_BODY_CHUNKED;
+    q->has_body = q->chunked || (r->body == H1_BODY_LENGTH && r->content_length > 0);
+    q->content_length = r->body == H1_BODY_LENGTH ? r->content_length : 0;
+    q->idempotent = is_idempotent(r->method);
+    q->head = q->method.len == 4 && memcmp(q->method.p, "HEAD", 4) == 0;
+}
+
+/* A client-supplied request id is kept only when it is short and plainly printable. */
+static int request_id_ok(struct gw_slice v)
+{
+    if (v.len == 0 || v.len > 128)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':' || ch == '+' || ch == '/' ||
+              ch == '='))
+            return 0;
+    }
+    return 1;
+}
+
+/* Joins every field |name| into |cur| ("a, b"); returns the slice (empty when none). */
+static struct gw_slice join_fields(const struct gw_req *q, const char *name, size_t nlen,
+                                   char **cur)
+{
+    struct gw_slice s = {*cur, 0};
+
+    for (size_t i = 0; i < q->nheaders; i++) {
+        if (!gw_slice_eq_ci(q->headers[i].name, name, nlen))
+            continue;
+        if (s.len > 0)
+            put(cur, ", ", 2);
+        put(cur, q->headers[i].value.p, q->headers[i].value.len);
+        s.len = (size_t)(*cur - s.p);
+    }
+    return s;
+}
+
+static size_t fields_len(const struct gw_req *q, const char *name, size_t nlen)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < q->nheaders; i++)
+        if (gw_slice_eq_ci(q->headers[i].name, name, nlen))
+            n += q->headers[i].value.len + 2;
+    return n;
+}
+
+/* RFC 7239 §6: a value that is not a token (IPv6, host:port) is a quoted-string. */
+static int needs_quotes(struct gw_slice v)
+{
+    for (size_t i = 0; i < v.len; i++)
+        if (v.p[i] == ':' || v.p[i] == '[' || v.p[i] == '"' || v.p[i] == '\\')
+            return 1;
+    return 0;
+}
+
+static void put_param(char **cur, const char *key, size_t klen, struct gw_slice v, int ipv6)
+{
+    int q = ipv6 || needs_quotes(v);
+
+    put(cur, key, klen);
+    if (q)
+        put(cur, "\"", 1);
+    if (ipv6)
+        put(cur, "[", 1);
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] == '"' || v.p[i] == '\\')
+            put(cur, "\\", 1);
+        put(cur, &v.p[i], 1);
+    }
+    if (ipv6)
+        put(cur, "]", 1);
+    if (q)
+        put(cur, "\"", 1);
+}
+
+static void compute_forwarded(struct gw_exchange *x)
+{
+    struct gw_forwarded *f = &x->fwd;
+    const struct gw_req *q = &x->req;
+    char ip[INET6_ADDRSTRLEN] = "unknown";
+    int ipv6 = 0;
+    size_t iplen, need;
+    char *cur;
+    struct gw_slice in_id = {NULL, 0};
+
+    if (x->peer->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)x->peer)->sin_addr, ip,
+                  sizeof ip);
+    } else if (x->peer->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)x->peer)->sin6_addr;
+        /* Show an IPv4-mapped peer as the IPv4 address it is. */
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            inet_ntop(AF_INET, &a->s6_addr[12], ip, sizeof ip);
+        } else {
+            inet_ntop(AF_INET6, a, ip, sizeof ip);
+            ipv6 = 1;
+        }
+    }
+    iplen = strlen(ip);
+    f->trusted = gw_config_is_trusted(x->cfg, x->peer);
+    need = 3 * iplen + 2 * q->host.len + 128 + 33 + 2 * strlen(x->scheme);
+    if (f->trusted)
+        need += fields_len(q, "X-Forwarded-For", 15) + fields_len(q, "X-Forwarded-Proto", 17) +
+                fields_len(q, "X-Forwarded-Host", 16) + fields_len(q, "Forwarded", 9);
+    need += 2 * q->host.len + 64; /* escaping in Forwarded */
+    f->mem = gw_xmalloc(need);
+    cur = f->mem;
+    f->client_ip = put(&cur, ip, iplen);
+
+    f->xff.p = cur;
+    if (f->trusted && join_fields(q, "X-Forwarded-For", 15, &cur).len > 0)
+        put(&cur, ", ", 2);
+    put(&cur, ip, iplen);
+    f->xff.len = (size_t)(cur - f->xff.p);
+
+    f->proto = f->trusted ? join_fields(q, "X-Forwarded-Proto", 17, &cur) : (struct gw_slice){0};
+    if (f->proto.len == 0)
+        f->proto = put(&cur, x->scheme, strlen(x->scheme));
+    f->fhost = f->trusted ? join_fields(q, "X-Forwarded-Host", 16, &cur) : (struct gw_slice){0};
+    if (f->fhost.len == 0)
+        f->fhost = put(&cur, q->host.p, q->host.len);
+
+    f->forwarded.p = cur;
+    if (f->trusted && join_fields(q, "Forwarded", 9, &cur).len > 0)
+        put(&cur, ", ", 2);
+    put_param(&cur, "for=", 4, f->client_ip, ipv6);
+    put(&cur, ";proto=", 7);
+    put(&cur, x->scheme, strlen(x->scheme));
+    if (q->host.len > 0) {
+        put(&cur, ";", 1);
+        put_param(&cur, "host=", 5, q->host, 0);
+    }
+    f->forwarded.len = (size_t)(cur - f->forwarded.p);
+
+    for (size_t i = 0; i < q->nheaders; i++)
+        if (GW_SLICE_EQ_LIT(q->headers[i].name, "X-Request-Id"))
+            in_id = q->headers[i].value;
+    if (request_id_ok(in_id)) {
+        f->request_id = put(&cur, in_id.p, in_id.len);
+    } else {
+        char id[33];
+        gw_worker_request_id(x->w, id);
+        f->request_id = put(&cur, id, 32);
+    }
+}
+
+struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
+                                    const struct h1_request *r, const struct sockaddr *peer,
+                                    const char *log_ctx, const struct gw_downstream_ops *down,
+                                    void *down_ctx)
+{
+    struct gw_exchange *x = gw_xcalloc(1, sizeof *x);
+
+    x->start_us = wall_us();
+    x->w = w;
+    x->snap = gw_wsnap_ref(snap);
+    x->cfg = snap->cfg;
+    x->peer = peer;
+    x->log_ctx = log_ctx;
+    x->scheme = "http";
+    x->down = down;
+    x->down_ctx = down_ctx;
+    x->req_body = evbuffer_new();
+    if (x->req_body == NULL) {
+        gw_log_error("out of memory");
+        abort();
+    }
+    copy_request(&x->req, r);
+    compute_forwarded(x);
+    return x;
+}
+
+int gw_exchange_start(struct gw_exchange *x)
+{
+    const struct gw_route_conf *route;
+    struct gw_slice path = x->req.path;
+
+    if (!(path.len == 1 && path.p[0] == '*') && !gw_path_is_safe(path.p, path.len)) {
+        x->error = "unsafe path (dot segment)";
+        return 400;
+    }
+    route = gw_route_match(x->cfg, x->req.host.p, x->req.host.len, path.p, path.len);
+    if (route == NULL) {
+        x->error = "no route";
+        return 404;
+    }
+    x->route = route;
+    if (route->strip_prefix) {
+        /* The stripped path is never longer than the original plus the leading '/'. */
+        char *buf = gw_xmalloc(path.len + 2);
+        size_t n = gw_route_upstream_path(route, path.p, path.len, buf, path.len + 2);
+        x->upath_mem = buf;
+        x->req.path.p = buf;
+        x->req.path.len = n;
+    }
+    x->pool = x->snap->pools[route->upstream->index];
+    x->up = &gw_http_upstream_ops;
+    x->up->start(x);
+    return 0;
+}
+
+void gw_exchange_req_body(struct gw_exchange *x)
+{
+    if (x->up != NULL)
+        x->up->req_body(x);
+}
+
+void gw_exchange_resume(struct gw_exchange *x)
+{
+    if (x->up != NULL)
+        x->up->resume(x);
+}
+
+void gw_exchange_cancel(struct gw_exchange *x)
+{
+    const struct gw_upstream_ops *up = x->up;
+
+    x->up = NULL;
+    if (up != NULL)
+        up->cancel(x);
+    x->up_ctx = NULL;
+}
+
+void gw_exchange_resp_head(struct gw_exchange *x, const struct gw_resp *r)
+{
+    x->down->head(x, r);
+}
+
+int gw_exchange_resp_body(struct gw_exchange *x, const char *p, size_t n)
+{
+    return x->down->body(x, p, n);
+}
+
+int gw_exchange_resp_body_buf(struct gw_exchange *x, struct evbuffer *src)
+{
+    return x->down->body_buf(x, src);
+}
+
+void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailers,
+                          size_t ntrailers)
+{
+    x->up = NULL;
+    x->up_ctx = NULL;
+    x->up_end_ms = gw_now_ms();
+    x->down->end(x, trailers, ntrailers);
+}
+
+void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason)
+{
+    x->up = NULL;
+    x->up_ctx = NULL;
+    x->up_end_ms = gw_now_ms();
+    if (x->error == NULL)
+        x->error = reason;
+    x->down->fail(x, status);
+}
+
+void gw_exchange_req_drained(struct gw_exchange *x)
+{
+    x->down->req_drained(x);
+}
+
+int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name)
+{
+    if (name.len == 0)
+        return 1;
+    switch (name.p[0] | 0x20) {
+    case 'x':
+        if (GW_SLICE_EQ_LIT(name, "X-Forwarded-For") || GW_SLICE_EQ_LIT(name, "X-Forwarded-Proto") ||
+            GW_SLICE_EQ_LIT(name, "X-Forwarded-Host") || GW_SLICE_EQ_LIT(name, "X-Request-Id"))
+            return 1;
+        break;
+    case 'f':
+        if (GW_SLICE_EQ_LIT(name, "Forwarded"))
+            return 1;
+        break;
+    case 'c': case 'k': case 'p': case 't': case 'u':
+        if (h1_is_hop_by_hop(name))
+            return 1;
+        break;
+    default:
+        break;
+    }
+    return x->req.connection.len > 0 && h1_list_has(x->req.connection, name.p, name.len);
+}
+
+void gw_exchange_free(struct gw_exchange *x)
+{
+    if (x == NULL)
+        return;
+    if (x->cfg->log.access != GW_ACCESS_OFF && x->w->alog != NULL) {
+        struct gw_access_rec r;
+        uint64_t now = wall_us();
+        const char *server = x->server != NULL ? x->server : "";
+        const char *route = x->route != NULL ? x->route->upstream->name : "";
+
+        r.time_us = (int64_t)now;
+        r.client.p = x->log_ctx != NULL ? strstr(x->log_ctx, "peer=") : NULL;
+        r.client.p = r.client.p != NULL ? r.client.p + 5 : "";
+        r.client.len = strlen(r.client.p);
+        r.method = x->req.method;
+        r.target = x->req.target;
+        r.host = x->req.host;
+        r.status = x->head_sent ? x->status : 0;
+        r.bytes_in = x->bytes_in;
+        r.bytes_out = x->bytes_out;
+        r.duration_us = now - x->start_us;
+        r.route.p = route;
+        r.route.len = strlen(route);
+        r.server.p = server;
+        r.server.len = strlen(server);
+        r.upstream_us = x->up_start_ms != 0 && x->up_end_ms >= x->up_start_ms
+                            ? (int64_t)(x->up_end_ms - x->up_start_ms) * 1000
+                            : -1;
+        r.request_id = x->fwd.request_id;
+        r.error.p = x->error != NULL ? x->error : "";
+        r.error.len = strlen(r.error.p);
+        gw_access_log_write(x->w->alog, &r);
+    }
+    evbuffer_free(x->req_body);
+    gw_wsnap_unref(x->snap);
+    free(x->req.mem);
+    free(x->fwd.mem);
+    free(x->upath_mem);
+    free(x);
+}

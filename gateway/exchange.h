@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/* The exchange: one request and its response, the one object between a downstream session
+ * (h1 today, h2 later) and an upstream driver (http today; uwsgi and asgi later). Both sides
+ * see the same small set of calls whichever protocol is on the other side. */
+#ifndef GW_EXCHANGE_H
+#define GW_EXCHANGE_H
+
+#include <event2/buffer.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "gateway/h1_parse.h"
+#include "gateway/util.h"
+
+struct gw_exchange;
+struct gw_worker;
+struct gw_wsnap;
+
+/* Request bytes the upstream side may hold before the downstream stops reading the client, and
+ * response bytes the downstream may hold before the upstream stops reading the server. */
+#define GW_BODY_HIWAT (64 * 1024)
+
+/* The request as the upstream sees it. Owned by the exchange (one block, |mem|); slices stay
+ * valid for the exchange's life. */
+struct gw_req {
+    struct gw_slice method;
+    struct gw_slice target;      /* as the client sent it (for the log) */
+    struct gw_slice path;        /* path to send upstream: origin-form, prefix stripped */
+    struct gw_slice host;        /* authority (Host or absolute-form), maybe with :port */
+    int minor;                   /* client's HTTP/1.<minor> */
+    struct h1_header *headers;   /* every field the client sent, in order (hop-by-hop too) */
+    size_t nheaders;
+    struct gw_slice connection;  /* value of the Connection field(s), joined; empty if none */
+    int has_body;                /* a body follows (chunked, or Content-Length > 0) */
+    int chunked;                 /* the client sent it chunked: its length is unknown */
+    uint64_t content_length;     /* when has_body && !chunked */
+    int idempotent;              /* RFC 9110 §9.2.2: GET HEAD OPTIONS TRACE PUT DELETE */
+    int head;                    /* method is HEAD */
+    char *mem;
+};
+
+/* The forwarding facts computed once per exchange from the peer and trusted_proxies. */
+struct gw_forwarded {
+    int trusted;                 /* the peer is a trusted proxy: incoming X-Forwarded-* and
+                                    Forwarded are kept and extended */
+    struct gw_slice client_ip;   /* the peer's address as text ("::1", "127.0.0.1") */
+    struct gw_slice xff;         /* X-Forwarded-For value to send */
+    struct gw_slice proto;       /* X-Forwarded-Proto value ("http") */
+    struct gw_slice fhost;       /* X-Forwarded-Host value */
+    struct gw_slice forwarded;   /* Forwarded value to send (RFC 7239) */
+    struct gw_slice request_id;  /* X-Request-Id: the client's (if sane) or generated */
+    char *mem;
+};
+
+/* A response head, handed from the upstream to the downstream. Borrowed for the call. */
+struct gw_resp {
+    int status;
+    struct gw_slice reason;
+    struct h1_header *headers;   /* end-to-end fields only: the upstream drops hop-by-hop */
+    size_t nheaders;
+    int has_body;                /* 0 for HEAD, 1xx, 204, 304 */
+    int64_t content_length;      /* -1 when unknown (chunked or until close) */
+};
+
+/* Upstream driver: the exchange calls these. The driver attaches in start() and detaches by
+ * calling gw_exchange_resp_end() or gw_exchange_fail(), or when cancel() is called; after that
+ * it never touches the exchange again. */
+struct gw_upstream_ops {
+    /* The head is in x->req; body bytes arrive through req_body(). */
+    void (*start)(struct gw_exchange *x);
+    /* New bytes are in x->req_body, or x->req_done was set. */
+    void (*req_body)(struct gw_exchange *x);
+    /* The downstream drained its output: read more of the response. */
+    void (*resume)(struct gw_exchange *x);
+    /* The client is gone: release everything tied to |x| and forget it. No call back. */
+    void (*cancel)(struct gw_exchange *x);
+};
+
+/* Downstream session: the exchange calls these. */
+struct gw_downstream_ops {
+    void (*head)(struct gw_exchange *x, const struct gw_resp *r);
+    /* Takes the |n| bytes at |p|. Returns 1 when the sender should pause until resume(). */
+    int (*body)(struct gw_exchange *x, const char *p, size_t n);
+    /* Takes every byte of |src|. Returns 1 when the sender should pause until resume(). */
+    int (*body_buf)(struct gw_exchange *x, struct evbuffer *src);
+    /* The response is complete; |trailers| (may be 0) are borrowed for the call. */
+    void (*end)(struct gw_exchange *x, const struct h1_header *trailers, size_t ntrailers);
+    /* The upstream failed: answer |status| if no head was sent, else cut the response. */
+    void (*fail)(struct gw_exchange *x, int status);
+    /* The upstream took bytes from x->req_body: read more of the client's body. */
+    void (*req_drained)(struct gw_exchange *x);
+};
+
+/* Created and freed by its downstream session, from the worker's loop. */
+struct gw_exchange {
+    struct gw_worker *w;
+    struct gw_wsnap *snap;                 /* referenced for the exchange's life */
+    const struct gw_config *cfg;           /* snap's configuration */
+    const struct gw_route_conf *route;     /* NULL until routed */
+    void *pool;                            /* the route's per-worker upstream state */
+    struct gw_req req;
+    struct gw_forwarded fwd;
+    const struct sockaddr *peer;           /* borrowed from the downstream connection */
+    const char *log_ctx;                   /* "conn=N peer=ADDR", borrowed */
+    const char *scheme;                    /* "http" or "https" */
+
+    struct evbuffer *req_body;             /* decoded request body not yet taken upstream */
+    int req_done;                          /* the whole request body is in or went through */
+    uint64_t req_body_bytes;               /* decoded body bytes received so far */
+
+    const struct gw_downstream_ops *down;
+    void *down_ctx;
+    const struct gw_upstream_ops *up;      /* NULL when no upstream is attached */
+    void *up_ctx;
+
+    /* For the access log. */
+    int status;                            /* status sent to the client */
+    int head_sent;
+    uint64_t start_us;                     /* wall clock, microseconds */
+    uint64_t up_start_ms, up_first_byte_ms;/* monotonic; 0 when not reached */
+    uint64_t up_end_ms;                    /* monotonic: the upstream detached */
+    const char *server;                    /* upstream server address text, borrowed */
+    const char *error;                     /* static reason when the gateway failed it */
+    uint64_t bytes_in, bytes_out;
+    char *upath_mem;                       /* backing of req.path when the prefix was stripped */
+};
+
+/* Creates an exchange for the parsed request |r| (its slices point into the client's input
+ * and are copied). |path| is the path to route. Computes x->fwd from |peer| and the snapshot's
+ * trusted_proxies. Returns the exchange (owned by the caller, free with gw_exchange_free()). */
+struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
+                                    const struct h1_request *r, const struct sockaddr *peer,
+                                    const char *log_ctx, const struct gw_downstream_ops *down,
+                                    void *down_ctx);
+
+/* Routes x and starts its upstream. Returns 0, or an HTTP status (404 no route, 400 unsafe
+ * path) for the downstream to answer itself; no upstream is attached then. */
+int gw_exchange_start(struct gw_exchange *x);
+
+/* Downstream: more decoded request body was added to x->req_body (or x->req_done set). */
+void gw_exchange_req_body(struct gw_exchange *x);
+
+/* Downstream: the client drained its output; the upstream may read again. */
+void gw_exchange_resume(struct gw_exchange *x);
+
+/* Downstream: the client went away. Cancels the upstream if attached. */
+void gw_exchange_cancel(struct gw_exchange *x);
+
+/* Upstream: the response head. */
+void gw_exchange_resp_head(struct gw_exchange *x, const struct gw_resp *r);
+
+/* Upstream: body bytes. Return 1 when the upstream should stop reading until resume(). */
+int gw_exchange_resp_body(struct gw_exchange *x, const char *p, size_t n);
+int gw_exchange_resp_body_buf(struct gw_exchange *x, struct evbuffer *src);
+
+/* Upstream: the response is complete. Detaches the upstream; it must not touch |x| after. */
+void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailers,
+                          size_t ntrailers);
+
+/* Upstream: failed with |status| (502, 503, 504) for |reason| (static string, logged).
+ * Detaches the upstream; it must not touch |x| after. */
+void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason);
+
+/* Upstream: bytes were taken from x->req_body; the downstream may read more. */
+void gw_exchange_req_drained(struct gw_exchange *x);
+
+/* Returns 1 when the client header |name| must not be forwarded upstream: hop-by-hop, named in
+ * the Connection field, or an X-Forwarded-*, Forwarded or X-Request-Id field that the gateway
+ * rewrites itself. */
+int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name);
+
+/* Writes the access-log line, releases the snapshot and frees |x|. The upstream must be
+ * detached. NULL is a no-op. */
+void gw_exchange_free(struct gw_exchange *x);
+
+#endif

@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: MIT */
+/* Non-blocking stream sockets over libevent events and evbuffers (see stream.h for why not
+ * bufferevents). */
+#include "gateway/stream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "gateway/util.h"
+
+#define STREAM_READ_SIZE 16384
+
+static void ms_to_tv(uint64_t ms, struct timeval *tv)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
+}
+
+static void arm_write(struct gw_stream *s)
+{
+    if (s->writing)
+        return;
+    event_add(s->wev, s->has_write_tv ? &s->write_tv : NULL);
+    s->writing = 1;
+}
+
+static void disarm_write(struct gw_stream *s)
+{
+    if (!s->writing)
+        return;
+    event_del(s->wev);
+    s->writing = 0;
+}
+
+/* Parks an error for delivery from the loop, so no callback runs inside the caller's call. */
+static void fail_later(struct gw_stream *s, int err)
+{
+    s->failed = 1;
+    s->err = err;
+    event_active(s->wev, EV_WRITE, 1);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_stream *s = arg;
+    struct evbuffer_iovec v;
+    ssize_t n;
+
+    if (what & EV_TIMEOUT) {
+        s->on_event(s, GW_STREAM_READ_TIMEOUT, s->arg);
+        return;
+    }
+    if (evbuffer_reserve_space(s->in, (ev_ssize_t)s->read_size, &v, 1) < 1) {
+        s->on_event(s, GW_STREAM_ERROR, s->arg);
+        return;
+    }
+    /* One read per readiness: with level-triggered epoll, bytes left behind are reported
+     * again, so a read that would only return EAGAIN is never made. */
+    n = read(fd, v.iov_base, v.iov_len < s->read_size ? v.iov_len : s->read_size);
+    if (n > 0) {
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(s->in, &v, 1);
+        s->on_read(s, s->arg);
+        return;
+    }
+    if (n == 0) {
+        s->on_event(s, GW_STREAM_EOF, s->arg);
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return;
+    s->err = errno;
+    s->on_event(s, GW_STREAM_ERROR, s->arg);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_stream *s = arg;
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    if (s->failed) {
+        s->failed = 0;
+        disarm_write(s);
+        s->on_event(s, GW_STREAM_ERROR, s->arg);
+        return;
+    }
+    if (what & EV_TIMEOUT) {
+        s->on_event(s, GW_STREAM_WRITE_TIMEOUT, s->arg);
+        return;
+    }
+    if (s->connecting) {
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            s->err = err;
+            disarm_write(s);
+            s->on_event(s, GW_STREAM_ERROR, s->arg);
+            return;
+        }
+        s->connecting = 0;
+        disarm_write(s);
+        s->on_event(s, GW_STREAM_CONNECTED, s->arg);
+        return;
+    }
+    if (evbuffer_get_length(s->out) > 0 && evbuffer_write(s->out, fd) < 0 && errno != EAGAIN &&
+        errno != EINTR) {
+        s->err = errno;
+        disarm_write(s);
+        s->on_event(s, GW_STREAM_ERROR, s->arg);
+        return;
+    }
+    if (evbuffer_get_length(s->out) == 0)
+        disarm_write(s);
+    if (evbuffer_get_length(s->out) <= s->lowat && s->on_drain != NULL)
+        s->on_drain(s, s->arg);
+}
+
+static int stream_setup(struct gw_stream *s, struct event_base *base, int fd,
+                        gw_stream_cb *on_read, gw_stream_cb *on_drain,
+                        gw_stream_event_cb *on_event, void *arg)
+{
+    memset(s, 0, sizeof *s);
+    s->fd = fd;
+    s->read_size = STREAM_READ_SIZE;
+    s->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, s);
+    s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    if (s->rev == NULL || s->wev == NULL || s->in == NULL || s->out == NULL) {
+        s->fd = -1; /* closed below, not by gw_stream_close() */
+        gw_stream_close(s);
+        close(fd);
+        return GW_E_NOMEM;
+    }
+    gw_stream_set_cbs(s, on_read, on_drain, on_event, arg);
+    return 0;
+}
+
+int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stream_cb *on_read,
+                   gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
+{
+    return stream_setup(s, base, fd, on_read, on_drain, on_event, arg);
+}
+
+int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
+                      socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
+                      gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
+{
+    int one = 1, fd, saved;
+
+    memset(s, 0, sizeof *s);
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (sa->sa_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, sa, salen) != 0 && errno != EINPROGRESS) {
+        saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (stream_setup(s, base, fd, on_read, on_drain, on_event, arg) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    /* Completion (even an immediate one) is reported by writability, from the loop. */
+    s->connecting = 1;
+    if (timeout_ms > 0) {
+        struct timeval tv;
+        ms_to_tv(timeout_ms, &tv);
+        event_add(s->wev, &tv);
+    } else {
+        event_add(s->wev, NULL);
+    }
+    s->writing = 1;
+    return 0;
+}
+
+void gw_stream_read(struct gw_stream *s, int on)
+{
+    if (on && !s->reading) {
+        event_add(s->rev, s->has_read_tv ? &s->read_tv : NULL);
+        s->reading = 1;
+    } else if (!on && s->reading) {
+        event_del(s->rev);
+        s->reading = 0;
+    }
+}
+
+void gw_stream_set_read_timeout(struct gw_stream *s, uint64_t ms)
+{
+    s->has_read_tv = ms > 0;
+    ms_to_tv(ms, &s->read_tv);
+    if (!s->reading)
+        return;
+    /* event_add(ev, NULL) keeps a pending timeout; only event_remove_timer() clears it, and
+     * without the epoll_ctl pair that event_del() + event_add() would cost. */
+    if (s->has_read_tv)
+        event_add(s->rev, &s->read_tv);
+    else
+        event_remove_timer(s->rev);
+}
+
+void gw_stream_set_write_timeout(struct gw_stream *s, uint64_t ms)
+{
+    s->has_write_tv = ms > 0;
+    ms_to_tv(ms, &s->write_tv);
+    if (!s->writing || s->connecting)
+        return;
+    if (s->has_write_tv)
+        event_add(s->wev, &s->write_tv);
+    else
+        event_remove_timer(s->wev);
+}
+
+void gw_stream_flush(struct gw_stream *s)
+{
+    if (s->connecting || s->failed || evbuffer_get_length(s->out) == 0)
+        return;
+    if (evbuffer_write(s->out, s->fd) < 0 && errno != EAGAIN && errno != EINTR) {
+        fail_later(s, errno);
+        return;
+    }
+    if (evbuffer_get_length(s->out) > 0)
+        arm_write(s);
+    else
+        disarm_write(s);
+}
+
+void gw_stream_set_cbs(struct gw_stream *s, gw_stream_cb *on_read, gw_stream_cb *on_drain,
+                       gw_stream_event_cb *on_event, void *arg)
+{
+    s->on_read = on_read;
+    s->on_drain = on_drain;
+    s->on_event = on_event;
+    s->arg = arg;
+}
+
+void gw_stream_close(struct gw_stream *s)
+{
+    /* rev is set by every successful setup: a zeroed stream owns no fd (fd 0 is not ours). */
+    if (s->rev == NULL && s->wev == NULL && s->in == NULL && s->out == NULL)
+        return;
+    if (s->rev != NULL)
+        event_free(s->rev);
+    if (s->wev != NULL)
+        event_free(s->wev);
+    if (s->in != NULL)
+        evbuffer_free(s->in);
+    if (s->out != NULL)
+        evbuffer_free(s->out);
+    if (s->rev != NULL && s->fd >= 0)
+        close(s->fd);
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* A non-blocking stream socket with input and output evbuffers, for client and upstream
+ * connections alike. It is a thinner bufferevent: one read(2) per readiness, writes attempted
+ * at once (not on the next loop turn), EV_WRITE armed only while the socket refuses bytes, and
+ * persistent events so a keep-alive connection costs no epoll_ctl per request. */
+#ifndef GW_STREAM_H
+#define GW_STREAM_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum gw_stream_what {
+    GW_STREAM_EOF = 1,           /* the peer closed its side (read returned 0) */
+    GW_STREAM_ERROR = 2,         /* a socket error; errno-style code in gw_stream.err */
+    GW_STREAM_READ_TIMEOUT = 3,  /* no byte read within the read timeout */
+    GW_STREAM_WRITE_TIMEOUT = 4, /* the peer took no byte within the write timeout */
+    GW_STREAM_CONNECTED = 5,     /* gw_stream_connect() finished */
+};
+
+struct gw_stream;
+typedef void gw_stream_cb(struct gw_stream *s, void *arg);
+typedef void gw_stream_event_cb(struct gw_stream *s, enum gw_stream_what what, void *arg);
+
+/* Embedded in its owner (client conn or upstream connection), which frees it with
+ * gw_stream_close(). Callbacks run from the owner's event loop only. */
+struct gw_stream {
+    int fd;
+    struct event *rev;            /* persistent read event, with the read timeout */
+    struct event *wev;            /* armed while |out| holds bytes the socket refused */
+    struct evbuffer *in;          /* bytes read, consumed by on_read */
+    struct evbuffer *out;         /* bytes to write */
+    gw_stream_cb *on_read;        /* new bytes are in |in| */
+    gw_stream_cb *on_drain;       /* |out| fell to |lowat| bytes or fewer after a partial write */
+    gw_stream_event_cb *on_event; /* EOF, error, timeout, connected */
+    void *arg;
+    size_t read_size;             /* bytes asked of one read(2); default 16k */
+    size_t lowat;                 /* on_drain threshold; default 0 */
+    struct timeval read_tv, write_tv;
+    int err;                      /* errno of the last GW_STREAM_ERROR */
+    unsigned reading : 1;         /* read event armed */
+    unsigned writing : 1;         /* write event armed */
+    unsigned connecting : 1;
+    unsigned has_read_tv : 1;
+    unsigned has_write_tv : 1;
+    unsigned failed : 1;          /* an error is pending delivery */
+};
+
+/* Sets up |s| around the connected non-blocking socket |fd| (taken over: closed by
+ * gw_stream_close(), even on failure). Reading is not enabled. Returns 0 or GW_E_NOMEM. */
+int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stream_cb *on_read,
+                   gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg);
+
+/* Opens a non-blocking socket to |sa| and starts connecting. On success |s| is set up as by
+ * gw_stream_init() and on_event(GW_STREAM_CONNECTED) or (GW_STREAM_ERROR) follows, or a write
+ * timeout when |timeout_ms| passes first. Returns 0, or -1 with errno when the connect failed at
+ * once (|s| is then left closed). */
+int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
+                      socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
+                      gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg);
+
+/* Turns reading on or off. Off is how a side applies backpressure. */
+void gw_stream_read(struct gw_stream *s, int on);
+
+/* Sets the read timeout (0 = none); it restarts on every read and on this call. */
+void gw_stream_set_read_timeout(struct gw_stream *s, uint64_t ms);
+
+/* Sets the write timeout (0 = none), counted while bytes wait for the socket. */
+void gw_stream_set_write_timeout(struct gw_stream *s, uint64_t ms);
+
+/* Writes |out| now as far as the socket takes it and arms EV_WRITE for the rest. A write error
+ * is delivered later as on_event(GW_STREAM_ERROR), never from inside this call. */
+void gw_stream_flush(struct gw_stream *s);
+
+/* Re-targets the callbacks and |arg| (an idle upstream connection changing hands). */
+void gw_stream_set_cbs(struct gw_stream *s, gw_stream_cb *on_read, gw_stream_cb *on_drain,
+                       gw_stream_event_cb *on_event, void *arg);
+
+/* Closes the socket and frees events and buffers. Safe on a zeroed or closed stream. */
+void gw_stream_close(struct gw_stream *s);
+
+#endif

@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker threads: event loop, SO_REUSEPORT listeners, accept, snapshots, drain. */
+#include "gateway/worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "adapters/http/http_upstream.h"
+#include "gateway/conn.h"
+#include "gateway/util.h"
+
+/* Connections accepted per readiness of a listener, so one busy listener cannot starve the
+ * connections already open. */
+#define ACCEPT_BATCH 32
+
+atomic_int gw_workers_running;
+
+static struct gw_wsnap *wsnap_new(struct gw_worker *w, struct gw_config *cfg)
+{
+    struct gw_wsnap *s = gw_xcalloc(1, sizeof *s);
+
+    s->cfg = cfg;
+    s->refs = 1;
+    s->pools = gw_xcalloc(cfg->nupstreams, sizeof *s->pools);
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        s->pools[i] = gw_http_pool_new(w->base, w->dns, &cfg->upstreams[i]);
+    return s;
+}
+
+struct gw_wsnap *gw_wsnap_ref(struct gw_wsnap *s)
+{
+    s->refs++;
+    return s;
+}
+
+void gw_wsnap_unref(struct gw_wsnap *s)
+{
+    if (s == NULL || --s->refs > 0)
+        return;
+    for (size_t i = 0; i < s->cfg->nupstreams; i++)
+        gw_http_pool_free(s->pools[i]);
+    free(s->pools);
+    gw_config_unref(s->cfg);
+    free(s);
+}
+
+struct h1_header *gw_worker_hdrs(struct gw_worker *w, size_t n)
+{
+    if (w->hdrs_cap < n) {
+        w->hdrs = gw_xrealloc(w->hdrs, n * sizeof *w->hdrs);
+        w->hdrs_cap = n;
+    }
+    return w->hdrs;
+}
+
+void gw_worker_request_id(struct gw_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int half = 0; half < 2; half++) {
+        /* xorshift128+: fast and unpredictable enough for ids that only need to be unique. */
+        uint64_t s1 = w->rng[0], s0 = w->rng[1], r;
+        w->rng[0] = s0;
+        s1 ^= s1 << 23;
+        w->rng[1] = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
+        r = w->rng[1] + s0;
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(r >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
+void gw_worker_conn_added(struct gw_worker *w, struct gw_conn *c)
+{
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+}
+
+void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    w->nconns--;
+    if (w->draining && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    (void)what;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                gw_log_error("accept: %s (limit of open files?)", strerror(errno));
+            return;
+        }
+        gw_conn_new(w, cfd, (struct sockaddr *)&ss, len);
+    }
+}
+
+int gw_listen_socket(const struct gw_listen_conf *l)
+{
+    int one = 1;
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        gw_log_error("listen %s: socket: %s", l->address, strerror(errno));
+        return -1;
+    }
+    if (l->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) != 0 ||
+        listen(fd, l->backlog) != 0) {
+        gw_log_error("listen %s: %s", l->address, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int add_listener(struct gw_worker *w, struct gw_listener *l, int fd, const char *address)
+{
+    l->fd = fd;
+    l->address = gw_xstrndup(address, strlen(address));
+    l->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_accept, w);
+    if (l->ev == NULL || event_add(l->ev, NULL) != 0) {
+        gw_log_error("listen %s: cannot watch the socket", address);
+        return GW_E_NOMEM;
+    }
+    return 0;
+}
+
+/* Takes the connections already queued on |l| before closing it: with SO_REUSEPORT each socket
+ * has its own queue, and closing it would reset them. */
+static void close_listener(struct gw_worker *w, struct gw_listener *l)
+{
+    if (l->ev != NULL) {
+        on_accept(l->fd, EV_READ, w);
+        event_free(l->ev);
+    }
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->address);
+    l->ev = NULL;
+    l->fd = -1;
+    l->address = NULL;
+}
+
+/* Installs the listeners of a new snapshot: kept where the address is unchanged (the main
+ * thread passes -1), new sockets elsewhere, the rest closed. */
+static void swap_listeners(struct gw_worker *w, const struct gw_config *cfg, int *fds)
+{
+    struct gw_listener *nl = gw_xcalloc(cfg->nlisten, sizeof *nl);
+
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        nl[i].fd = -1;
+        if (fds[i] >= 0) {
+            add_listener(w, &nl[i], fds[i], cfg->listen[i].address);
+            continue;
+        }
+        for (size_t j = 0; j < w->nlisteners; j++) {
+            if (w->listeners[j].address != NULL &&
+                strcmp(w->listeners[j].address, cfg->listen[i].address) == 0) {
+                nl[i] = w->listeners[j];
+                w->listeners[j].ev = NULL;
+                w->listeners[j].fd = -1;
+                w->listeners[j].address = NULL;
+                break;
+            }
+        }
+    }
+    for (size_t j = 0; j < w->nlisteners; j++)
+        close_listener(w, &w->listeners[j]);
+    free(w->listeners);
+    w->listeners = nl;
+    w->nlisteners = cfg->nlisten;
+}
+
+static void start_drain(struct gw_worker *w)
+{
+    struct gw_conn *c, *next;
+
+    if (w->draining)
+        return;
+    w->draining = 1;
+    for (size_t j = 0; j < w->nlisteners; j++)
+        close_listener(w, &w->listeners[j]);
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        gw_conn_enter(c);
+        gw_h1_drain(c);
+        next = c->next;
+        gw_conn_leave(c);
+    }
+    if (w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+    uint64_t v;
+    unsigned cmds;
+    struct gw_config *cfg;
+    int *fds;
+
+    (void)what;
+    if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        gw_log_error("worker %u: notify read: %s", w->id, strerror(errno));
+    pthread_mutex_lock(&w->lock);
+    cmds = w->cmds;
+    cfg = w->pending_cfg;
+    fds = w->pending_fds;
+    w->cmds = 0;
+    w->pending_cfg = NULL;
+    w->pending_fds = NULL;
+    pthread_mutex_unlock(&w->lock);
+
+    if ((cmds & GW_CMD_RELOAD) && cfg != NULL) {
+        struct gw_wsnap *old = w->snap;
+        if (!w->draining)
+            swap_listeners(w, cfg, fds);
+        else
+            for (size_t i = 0; i < cfg->nlisten; i++)
+                if (fds[i] >= 0)
+                    close(fds[i]);
+        w->snap = wsnap_new(w, cfg);
+        gw_wsnap_unref(old);
+        free(fds);
+        gw_access_log_flush(w->alog);
+    }
+    if (cmds & GW_CMD_DRAIN)
+        start_drain(w);
+    if (cmds & GW_CMD_STOP)
+        event_base_loopbreak(w->base);
+}
+
+static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    gw_access_log_flush(w->alog);
+}
+
+int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, const int *fds)
+{
+    struct timeval tv;
+    int efd;
+
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->next_conn_id = ((uint64_t)id << 40) + 1;
+    if (getrandom(w->rng, sizeof w->rng, 0) != (ssize_t)sizeof w->rng)
+        w->rng[0] = gw_now_ms() ^ (uint64_t)(uintptr_t)w, w->rng[1] = 0x9e3779b97f4a7c15ull;
+    w->rng[1] |= 1;
+    pthread_mutex_init(&w->lock, NULL);
+    w->base = event_base_new();
+    if (w->base == NULL)
+        return GW_E_NOMEM;
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (w->dns == NULL) {
+        gw_log_warn("worker %u: no name servers from /etc/resolv.conf; host names of upstream "
+                    "servers will not resolve",
+                    id);
+        w->dns = evdns_base_new(w->base, 0);
+    }
+    gw_config_ref(cfg);
+    w->snap = wsnap_new(w, cfg);
+    w->alog = gw_access_log_new(STDOUT_FILENO, cfg->log.access_buffer);
+    w->alog_timer = event_new(w->base, -1, EV_PERSIST, on_alog_timer, w);
+    tv.tv_sec = (time_t)(cfg->log.access_flush_ms / 1000);
+    tv.tv_usec = (suseconds_t)(cfg->log.access_flush_ms % 1000 * 1000);
+    if (w->alog_timer == NULL || event_add(w->alog_timer, &tv) != 0)
+        return GW_E_NOMEM;
+    /* An eventfd rather than event_active() from the main thread: that would need libevent's
+     * locks in every base, a mutex on every event operation of the hot path. */
+    efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0)
+        return GW_E_IO;
+    w->notify = event_new(w->base, efd, EV_READ | EV_PERSIST, on_notify, w);
+    if (w->notify == NULL || event_add(w->notify, NULL) != 0)
+        return GW_E_NOMEM;
+    w->listeners = gw_xcalloc(cfg->nlisten, sizeof *w->listeners);
+    w->nlisteners = cfg->nlisten;
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        if (add_listener(w, &w->listeners[i], fds[i], cfg->listen[i].address) != 0)
+            return GW_E_NOMEM;
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    struct gw_conn *c;
+
+    event_base_dispatch(w->base);
+    /* Everything the worker owns is freed on its own thread, as the design requires. */
+    for (size_t j = 0; j < w->nlisteners; j++)
+        close_listener(w, &w->listeners[j]);
+    while ((c = w->conns) != NULL) {
+        gw_conn_enter(c);
+        gw_conn_close(c);
+        gw_conn_leave(c);
+    }
+    gw_access_log_flush(w->alog);
+    gw_wsnap_unref(w->snap);
+    w->snap = NULL;
+    atomic_fetch_sub(&gw_workers_running, 1);
+    return NULL;
+}
+
+int gw_worker_start(struct gw_worker *w)
+{
+    atomic_fetch_add(&gw_workers_running, 1);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        atomic_fetch_sub(&gw_workers_running, 1);
+        return GW_E_IO;
+    }
+    return 0;
+}
+
+void gw_worker_post(struct gw_worker *w, enum gw_worker_cmd cmd, struct gw_config *cfg,
+                    int *fds, size_t nfds)
+{
+    uint64_t one = 1;
+    struct gw_config *old_cfg;
+    int *old_fds;
+    size_t old_n;
+
+    pthread_mutex_lock(&w->lock);
+    w->cmds |= (unsigned)cmd;
+    old_cfg = w->pending_cfg;
+    old_fds = w->pending_fds;
+    old_n = w->npending_fds;
+    if (cmd == GW_CMD_RELOAD) {
+        w->pending_cfg = cfg;
+        w->pending_fds = fds;
+        w->npending_fds = nfds;
+    } else {
+        old_cfg = NULL;
+        old_fds = NULL;
+    }
+    pthread_mutex_unlock(&w->lock);
+    /* A reload not yet taken by the worker is replaced by the newer one. */
+    if (old_fds != NULL)
+        for (size_t i = 0; i < old_n; i++)
+            if (old_fds[i] >= 0)
+                close(old_fds[i]);
+    free(old_fds);
+    gw_config_unref(old_cfg);
+    if (write(event_get_fd(w->notify), &one, sizeof one) < 0)
+        gw_log_error("worker %u: notify: %s", w->id, strerror(errno));
+}
+
+void gw_worker_join(struct gw_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    free(w->listeners);
+    gw_config_unref(w->pending_cfg);
+    if (w->pending_fds != NULL)
+        for (size_t i = 0; i < w->npending_fds; i++)
+            if (w->pending_fds[i] >= 0)
+                close(w->pending_fds[i]);
+    free(w->pending_fds);
+    if (w->notify != NULL) {
+        close(event_get_fd(w->notify));
+        event_free(w->notify);
+    }
+    if (w->alog_timer != NULL)
+        event_free(w->alog_timer);
+    gw_access_log_free(w->alog);
+    if (w->dns != NULL)
+        evdns_base_free(w->dns, 0);
+    free(w->hdrs);
+    event_base_free(w->base);
+    pthread_mutex_destroy(&w->lock);
+}
