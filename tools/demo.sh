@@ -6,7 +6,9 @@
 #
 # Usage: tools/demo.sh BIN
 # Environment: GATEHOUSE_CONFIG (default config/gatehouse.yaml), PYTHON (default
-# /usr/bin/python3), DEMO_APP_ADDR (default 127.0.0.1:8001).
+# /usr/bin/python3), DEMO_HTTP_UPSTREAM (where the demo app listens, default 127.0.0.1:8001;
+# the default configuration reads it too), GATEHOUSE_LISTEN (the gateway's address, read by
+# the default configuration; default 127.0.0.1:8080).
 set -u
 
 usage() { echo "usage: $0 path/to/gatehouse" >&2; exit 2; }
@@ -17,7 +19,10 @@ case $BIN in /*) ;; *) BIN=$(pwd)/$BIN ;; esac
 cd "$(dirname "$0")/.." || exit 1
 CONFIG=${GATEHOUSE_CONFIG:-config/gatehouse.yaml}
 PYTHON=${PYTHON:-/usr/bin/python3}
-APP_ADDR=${DEMO_APP_ADDR:-127.0.0.1:8001}
+APP_ADDR=${DEMO_HTTP_UPSTREAM:-127.0.0.1:8001}
+export DEMO_HTTP_UPSTREAM="$APP_ADDR"
+LISTEN_PORT=8080
+[ -n "${GATEHOUSE_LISTEN:-}" ] && LISTEN_PORT=${GATEHOUSE_LISTEN##*:}
 
 [ -x "$BIN" ] || { echo "demo: $BIN is not an executable (run make first)" >&2; exit 1; }
 [ -r "$CONFIG" ] || { echo "demo: no configuration at $CONFIG" >&2; exit 1; }
@@ -60,18 +65,27 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'cleanup' EXIT
 
-# Answers 0 once the demo app serves /healthz.
-app_ready() {
+# Prints what $APP_ADDR answers on /healthz (nothing when nothing answers).
+app_health() {
     if command -v curl >/dev/null 2>&1; then
-        curl -fsS -o /dev/null --max-time 1 "http://$APP_ADDR/healthz" 2>/dev/null
+        curl -fsS --max-time 1 "http://$APP_ADDR/healthz" 2>/dev/null
     else
         "$PYTHON" -c 'import sys, urllib.request
-urllib.request.urlopen("http://%s/healthz" % sys.argv[1], timeout=1).read()' \
+print(urllib.request.urlopen("http://%s/healthz" % sys.argv[1], timeout=1).read().decode())' \
             "$APP_ADDR" 2>/dev/null
     fi
 }
 
-echo "gatehouse demo: open http://localhost:8080/"
+# Answers 0 once the demo app serves /healthz.
+app_ready() {
+    [ "$(app_health)" = "ok" ]
+}
+
+echo "gatehouse demo: open http://localhost:$LISTEN_PORT/"
+if [ -n "$(app_health)" ]; then
+    echo "demo: something already answers on $APP_ADDR; stop it first" >&2
+    exit 1
+fi
 echo "demo: starting the demo app (gunicorn on $APP_ADDR)" >&2
 
 "$PYTHON" -m gunicorn --workers 2 --worker-class gthread --threads 4 --keep-alive 75 \

@@ -224,7 +224,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         n, digest, trailers = self.read_body()
 
-        if path == "/echo" or path not in ENDPOINTS and not path.startswith("/status/"):
+        if path == "/echo" or (path not in ENDPOINTS and not path.startswith("/status/")):
             self.send_json({
                 "name": name,
                 "method": self.command,

@@ -200,7 +200,7 @@ def test_sigterm_drains_in_flight_request(harness, upstream):
     g = harness.gateway([upstream.addr], shutdown={"delay": "0s", "timeout": "10s"})
     with Conn(g.port) as idle, Conn(g.port, timeout=10) as busy:
         assert idle.request("GET", "/echo").status == 200
-        busy.send(build_request("GET", "/slow?ms=3000"))
+        busy.send(build_request("GET", "/slow?ms=5000"))
         time.sleep(0.5)
         t0 = time.monotonic()
         g.signal(signal.SIGTERM)
@@ -210,11 +210,11 @@ def test_sigterm_drains_in_flight_request(harness, upstream):
         # New connections are refused.
         gw.wait_until(lambda: connect_refused(g.port), timeout=1.5, interval=0.1,
                       what="connections refused after SIGTERM")
-        assert time.monotonic() - t0 < 2.4, "checks took too long to prove anything"
+        assert time.monotonic() - t0 < 4.0, "checks took too long to prove anything"
         # The in-flight request completes.
         r = busy.read_response(timeout=10)
         assert r.status == 200
-        assert r.json()["path"] == "/slow?ms=3000"
+        assert r.json()["path"] == "/slow?ms=5000"
     rc = g.wait_exit(10)
     assert rc == 0
     assert time.monotonic() - t0 < 10

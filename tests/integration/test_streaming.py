@@ -119,7 +119,7 @@ def download(g, target, total, sampler=None, pause_after=None, pause_s=0.0):
 
     with Conn(g.port, timeout=60) as c:
         c.send(build_request("GET", target))
-        r = c.read_response(timeout=120, sink=sink)
+        r = c.read_response(timeout=60, sink=sink)
     return r, h.hexdigest(), count[0]
 
 
@@ -182,13 +182,15 @@ def test_upload_slow_upstream_backpressure(harness):
         try:
             view = memoryview(BLOCK)
             deadline = time.monotonic() + 60
+            sock.settimeout(STALL_S)
             for _ in range(total // MIB):
                 if time.monotonic() > deadline:
                     raise AssertionError("upload took too long")
                 sock.sendall(view)
                 progress["sent"] += MIB
         except Exception as e:  # reported by the main thread
-            result["error"] = e
+            result["error"] = "%r after %d bytes sent; the upstream received %d" % (
+                e, progress["sent"], g.up.stats()["body_bytes"])
 
     try:
         with Conn(g.port, timeout=60) as c:
