@@ -222,6 +222,7 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
     memcpy(&c->peer, peer, peerlen);
     c->peerlen = peerlen;
     format_peer(c);
+    gw_client_init(&c->client, (const struct sockaddr *)&c->peer, c->snap->cfg);
     if (peer->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->timer = evtimer_new(w->base, on_timer, c);

@@ -26,6 +26,7 @@ struct gw_conn {
     socklen_t peerlen;
     char peer_text[INET6_ADDRSTRLEN + 8]; /* "ip:port" or "[ip]:port" */
     char log_ctx[INET6_ADDRSTRLEN + 48];  /* "conn=N peer=ADDR" for error-log lines */
+    struct gw_client client;          /* what exchanges need of the peer, under |snap| */
     struct event *timer;              /* lazy deadline timer (header, idle, linger) */
     uint64_t deadline_ms;             /* monotonic; 0 = none */
     uint64_t timer_ms;                /* when |timer| fires; 0 = not armed */

@@ -48,43 +48,73 @@ static struct gw_slice put(char **cur, const char *p, size_t n)
     return s;
 }
 
-/* Copies the request head into one block owned by the exchange. */
-static void copy_request(struct gw_req *q, const struct h1_request *r)
+static void put_param(char **cur, const char *key, size_t klen, struct gw_slice v, int ipv6);
+
+void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struct gw_config *cfg)
 {
-    size_t total = r->method.len + r->target.len + r->path.len + r->authority.len;
-    size_t conn_len = 0, nconn = 0;
     char *cur;
 
-    for (size_t i = 0; i < r->nheaders; i++) {
-        total += r->headers[i].name.len + r->headers[i].value.len;
-        if (GW_SLICE_EQ_LIT(r->headers[i].name, "Connection")) {
-            conn_len += r->headers[i].value.len;
-            nconn++;
+    memset(cl, 0, sizeof *cl);
+    strcpy(cl->ip, "unknown");
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, cl->ip,
+                  sizeof cl->ip);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        /* Show an IPv4-mapped peer as the IPv4 address it is. */
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            inet_ntop(AF_INET, &a->s6_addr[12], cl->ip, sizeof cl->ip);
+        } else {
+            inet_ntop(AF_INET6, a, cl->ip, sizeof cl->ip);
+            cl->ipv6 = 1;
         }
     }
-    total += conn_len + 2 * nconn;
-    q->mem = gw_xmalloc(r->nheaders * sizeof(struct h1_header) + total);
-    q->headers = (struct h1_header *)(void *)q->mem;
-    q->nheaders = r->nheaders;
-    cur = q->mem + r->nheaders * sizeof(struct h1_header);
-    q->method = put(&cur, r->method.p, r->method.len);
-    q->target = put(&cur, r->target.p, r->target.len);
-    q->path = put(&cur, r->path.p, r->path.len);
-    q->host = put(&cur, r->authority.p, r->authority.len);
+    cl->iplen = strlen(cl->ip);
+    cl->trusted = gw_config_is_trusted(cfg, sa);
+    /* At most 4 + 2 quotes + 2 brackets + the address: no byte of an address is escaped. */
+    cur = cl->fwd_for;
+    put_param(&cur, "for=", 4, (struct gw_slice){cl->ip, cl->iplen}, cl->ipv6);
+    cl->fwd_for_len = (size_t)(cur - cl->fwd_for);
+}
+
+/* Bytes copy_request() writes for |r|: the header array, then the strings. */
+static size_t request_size(const struct h1_request *r)
+{
+    size_t n = r->nheaders * sizeof(struct h1_header) + r->method.len + r->target.len +
+               r->path.len + r->authority.len;
+
     for (size_t i = 0; i < r->nheaders; i++) {
-        q->headers[i].name = put(&cur, r->headers[i].name.p, r->headers[i].name.len);
-        q->headers[i].value = put(&cur, r->headers[i].value.p, r->headers[i].value.len);
+        n += r->headers[i].name.len + r->headers[i].value.len;
+        if (GW_SLICE_EQ_LIT(r->headers[i].name, "Connection"))
+            n += r->headers[i].value.len + 2; /* joined copy, ", " between */
+    }
+    return n;
+}
+
+/* Copies the request head to |*cur| (aligned for struct h1_header), advancing it. */
+static void copy_request(struct gw_req *q, const struct h1_request *r, char **cur)
+{
+    q->headers = (struct h1_header *)(void *)*cur;
+    q->nheaders = r->nheaders;
+    *cur += r->nheaders * sizeof(struct h1_header);
+    q->method = put(cur, r->method.p, r->method.len);
+    q->target = put(cur, r->target.p, r->target.len);
+    q->path = put(cur, r->path.p, r->path.len);
+    q->host = put(cur, r->authority.p, r->authority.len);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        q->headers[i].name = put(cur, r->headers[i].name.p, r->headers[i].name.len);
+        q->headers[i].value = put(cur, r->headers[i].value.p, r->headers[i].value.len);
     }
     /* Several Connection fields are one list (RFC 9110 §5.3). */
-    q->connection.p = cur;
+    q->connection.p = *cur;
     q->connection.len = 0;
     for (size_t i = 0; i < r->nheaders; i++) {
         if (!GW_SLICE_EQ_LIT(r->headers[i].name, "Connection"))
             continue;
         if (q->connection.len > 0)
-            put(&cur, ", ", 2);
-        put(&cur, r->headers[i].value.p, r->headers[i].value.len);
-        q->connection.len = (size_t)(cur - q->connection.p);
+            put(cur, ", ", 2);
+        put(cur, r->headers[i].value.p, r->headers[i].value.len);
+        q->connection.len = (size_t)(*cur - q->connection.p);
     }
     q->minor = r->minor;
     q->chunked = r->body == H1_BODY_CHUNKED;
@@ -126,139 +156,144 @@ static struct gw_slice join_fields(const struct gw_req *q, const char *name, siz
     return s;
 }
 
-static size_t fields_len(const struct gw_req *q, const char *name, size_t nlen)
+static size_t fields_len(const struct h1_request *r, const char *name, size_t nlen)
 {
     size_t n = 0;
 
-    for (size_t i = 0; i < q->nheaders; i++)
-        if (gw_slice_eq_ci(q->headers[i].name, name, nlen))
-            n += q->headers[i].value.len + 2;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (gw_slice_eq_ci(r->headers[i].name, name, nlen))
+            n += r->headers[i].value.len + 2;
     return n;
 }
 
-/* RFC 7239 §6: a value that is not a token (IPv6, host:port) is a quoted-string. */
-static int needs_quotes(struct gw_slice v)
+/* Bytes compute_forwarded() may write for |r| from |cl| (an upper bound). */
+static size_t forwarded_size(const struct h1_request *r, const struct gw_client *cl,
+                             const char *scheme)
 {
-    for (size_t i = 0; i < v.len; i++)
-        if (v.p[i] == ':' || v.p[i] == '[' || v.p[i] == '"' || v.p[i] == '\\')
-            return 1;
-    return 0;
+    size_t need = 3 * cl->iplen + 2 * r->authority.len + 128 + 33 + 2 * strlen(scheme);
+
+    if (cl->trusted)
+        need += fields_len(r, "X-Forwarded-For", 15) + fields_len(r, "X-Forwarded-Proto", 17) +
+                fields_len(r, "X-Forwarded-Host", 16) + fields_len(r, "Forwarded", 9);
+    return need + 2 * r->authority.len + 64; /* escaping in Forwarded */
 }
 
+/* Writes |key| and the value |v| as an RFC 7239 parameter value: a token stays bare; anything
+ * else (IPv6, host:port) becomes a quoted-string (§6), with a quoted-pair before '"' and '\'
+ * (RFC 9110 §5.6.4). */
 static void put_param(char **cur, const char *key, size_t klen, struct gw_slice v, int ipv6)
 {
-    int q = ipv6 || needs_quotes(v);
+    /* 1: the byte makes the value a quoted-string; 2: it also takes a quoted-pair. */
+    static const unsigned char cls[256] = {[':'] = 1, ['['] = 1, ['"'] = 3, ['\\'] = 3};
+    const char *end = v.p + v.len;
+    unsigned seen = 0;
+    int quote, escape;
 
+    for (const char *p = v.p; p < end; p++)
+        seen |= cls[(unsigned char)*p];
+    quote = ipv6 || seen != 0;
+    escape = (seen & 2) != 0;
     put(cur, key, klen);
-    if (q)
+    if (quote)
         put(cur, "\"", 1);
     if (ipv6)
         put(cur, "[", 1);
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] == '"' || v.p[i] == '\\')
-            put(cur, "\\", 1);
-        put(cur, &v.p[i], 1);
+    if (!escape) {
+        put(cur, v.p, v.len);
+    } else {
+        for (const char *p = v.p; p < end; p++) {
+            if (*p == '"' || *p == '\\')
+                put(cur, "\\", 1);
+            put(cur, p, 1);
+        }
     }
     if (ipv6)
         put(cur, "]", 1);
-    if (q)
+    if (quote)
         put(cur, "\"", 1);
 }
 
-static void compute_forwarded(struct gw_exchange *x)
+/* Writes the forwarding values to |*cur| (forwarded_size() bytes), advancing it. */
+static void compute_forwarded(struct gw_exchange *x, const struct gw_client *cl, char **cur)
 {
     struct gw_forwarded *f = &x->fwd;
     const struct gw_req *q = &x->req;
-    char ip[INET6_ADDRSTRLEN] = "unknown";
-    int ipv6 = 0;
-    size_t iplen, need;
-    char *cur;
     struct gw_slice in_id = {NULL, 0};
 
-    if (x->peer->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)x->peer)->sin_addr, ip,
-                  sizeof ip);
-    } else if (x->peer->sa_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)x->peer)->sin6_addr;
-        /* Show an IPv4-mapped peer as the IPv4 address it is. */
-        if (IN6_IS_ADDR_V4MAPPED(a)) {
-            inet_ntop(AF_INET, &a->s6_addr[12], ip, sizeof ip);
-        } else {
-            inet_ntop(AF_INET6, a, ip, sizeof ip);
-            ipv6 = 1;
-        }
-    }
-    iplen = strlen(ip);
-    f->trusted = gw_config_is_trusted(x->cfg, x->peer);
-    need = 3 * iplen + 2 * q->host.len + 128 + 33 + 2 * strlen(x->scheme);
-    if (f->trusted)
-        need += fields_len(q, "X-Forwarded-For", 15) + fields_len(q, "X-Forwarded-Proto", 17) +
-                fields_len(q, "X-Forwarded-Host", 16) + fields_len(q, "Forwarded", 9);
-    need += 2 * q->host.len + 64; /* escaping in Forwarded */
-    f->mem = gw_xmalloc(need);
-    cur = f->mem;
-    f->client_ip = put(&cur, ip, iplen);
+    f->trusted = cl->trusted;
+    f->client_ip = put(cur, cl->ip, cl->iplen);
 
-    f->xff.p = cur;
-    if (f->trusted && join_fields(q, "X-Forwarded-For", 15, &cur).len > 0)
-        put(&cur, ", ", 2);
-    put(&cur, ip, iplen);
-    f->xff.len = (size_t)(cur - f->xff.p);
+    f->xff.p = *cur;
+    if (f->trusted && join_fields(q, "X-Forwarded-For", 15, cur).len > 0)
+        put(cur, ", ", 2);
+    put(cur, cl->ip, cl->iplen);
+    f->xff.len = (size_t)(*cur - f->xff.p);
 
-    f->proto = f->trusted ? join_fields(q, "X-Forwarded-Proto", 17, &cur) : (struct gw_slice){0};
+    f->proto = f->trusted ? join_fields(q, "X-Forwarded-Proto", 17, cur) : (struct gw_slice){0};
     if (f->proto.len == 0)
-        f->proto = put(&cur, x->scheme, strlen(x->scheme));
-    f->fhost = f->trusted ? join_fields(q, "X-Forwarded-Host", 16, &cur) : (struct gw_slice){0};
+        f->proto = put(cur, x->scheme, strlen(x->scheme));
+    f->fhost = f->trusted ? join_fields(q, "X-Forwarded-Host", 16, cur) : (struct gw_slice){0};
     if (f->fhost.len == 0)
-        f->fhost = put(&cur, q->host.p, q->host.len);
+        f->fhost = put(cur, q->host.p, q->host.len);
 
-    f->forwarded.p = cur;
-    if (f->trusted && join_fields(q, "Forwarded", 9, &cur).len > 0)
-        put(&cur, ", ", 2);
-    put_param(&cur, "for=", 4, f->client_ip, ipv6);
-    put(&cur, ";proto=", 7);
-    put(&cur, x->scheme, strlen(x->scheme));
+    f->forwarded.p = *cur;
+    if (f->trusted && join_fields(q, "Forwarded", 9, cur).len > 0)
+        put(cur, ", ", 2);
+    put(cur, cl->fwd_for, cl->fwd_for_len);
+    put(cur, ";proto=", 7);
+    put(cur, x->scheme, strlen(x->scheme));
     if (q->host.len > 0) {
-        put(&cur, ";", 1);
-        put_param(&cur, "host=", 5, q->host, 0);
+        put(cur, ";", 1);
+        put_param(cur, "host=", 5, q->host, 0);
     }
-    f->forwarded.len = (size_t)(cur - f->forwarded.p);
+    f->forwarded.len = (size_t)(*cur - f->forwarded.p);
 
     for (size_t i = 0; i < q->nheaders; i++)
         if (GW_SLICE_EQ_LIT(q->headers[i].name, "X-Request-Id"))
             in_id = q->headers[i].value;
     if (request_id_ok(in_id)) {
-        f->request_id = put(&cur, in_id.p, in_id.len);
+        f->request_id = put(cur, in_id.p, in_id.len);
     } else {
         char id[33];
         gw_worker_request_id(x->w, id);
-        f->request_id = put(&cur, id, 32);
+        f->request_id = put(cur, id, 32);
     }
 }
 
 struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
-                                    const struct h1_request *r, const struct sockaddr *peer,
+                                    const struct h1_request *r, const struct gw_client *client,
                                     const char *log_ctx, const struct gw_downstream_ops *down,
                                     void *down_ctx)
 {
-    struct gw_exchange *x = gw_xcalloc(1, sizeof *x);
+    static const char scheme[] = "http";
+    /* One block: the struct, the request copy (its header array first, aligned by the
+     * struct's size), the forwarding values, and room for a prefix-stripped path. */
+    size_t req_size = request_size(r), fwd_size = forwarded_size(r, client, scheme);
+    struct gw_exchange *x = gw_xmalloc(sizeof *x + req_size + fwd_size + r->path.len + 2);
+    char *cur = (char *)(x + 1);
 
-    x->start_us = wall_us();
+    memset(x, 0, sizeof *x);
+    /* The clocks are read only for the access log. */
+    x->timed = snap->cfg->log.access != GW_ACCESS_OFF;
+    if (x->timed)
+        x->start_us = wall_us();
     x->w = w;
     x->snap = gw_wsnap_ref(snap);
     x->cfg = snap->cfg;
-    x->peer = peer;
     x->log_ctx = log_ctx;
-    x->scheme = "http";
+    x->scheme = scheme;
     x->down = down;
     x->down_ctx = down_ctx;
-    x->req_body = evbuffer_new();
-    if (x->req_body == NULL) {
-        gw_log_error("out of memory");
-        abort();
+    copy_request(&x->req, r, &cur);
+    compute_forwarded(x, client, &cur);
+    x->upath_buf = (char *)(x + 1) + req_size + fwd_size;
+    if (x->req.has_body) {
+        x->req_body = evbuffer_new();
+        if (x->req_body == NULL) {
+            gw_log_error("out of memory");
+            abort();
+        }
     }
-    copy_request(&x->req, r);
-    compute_forwarded(x);
     return x;
 }
 
@@ -279,10 +314,8 @@ int gw_exchange_start(struct gw_exchange *x)
     x->route = route;
     if (route->strip_prefix) {
         /* The stripped path is never longer than the original plus the leading '/'. */
-        char *buf = gw_xmalloc(path.len + 2);
-        size_t n = gw_route_upstream_path(route, path.p, path.len, buf, path.len + 2);
-        x->upath_mem = buf;
-        x->req.path.p = buf;
+        size_t n = gw_route_upstream_path(route, path.p, path.len, x->upath_buf, path.len + 2);
+        x->req.path.p = x->upath_buf;
         x->req.path.len = n;
     }
     x->pool = x->snap->pools[route->upstream->index];
@@ -315,6 +348,7 @@ void gw_exchange_cancel(struct gw_exchange *x)
 
 void gw_exchange_resp_head(struct gw_exchange *x, const struct gw_resp *r)
 {
+    x->resp_whole = r->whole;
     x->down->head(x, r);
 }
 
@@ -333,7 +367,8 @@ void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailer
 {
     x->up = NULL;
     x->up_ctx = NULL;
-    x->up_end_ms = gw_now_ms();
+    if (x->timed)
+        x->up_end_ms = gw_now_ms();
     x->down->end(x, trailers, ntrailers);
 }
 
@@ -341,7 +376,8 @@ void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason)
 {
     x->up = NULL;
     x->up_ctx = NULL;
-    x->up_end_ms = gw_now_ms();
+    if (x->timed)
+        x->up_end_ms = gw_now_ms();
     if (x->error == NULL)
         x->error = reason;
     x->down->fail(x, status);
@@ -396,7 +432,8 @@ void gw_exchange_free(struct gw_exchange *x)
         r.status = x->head_sent ? x->status : 0;
         r.bytes_in = x->bytes_in;
         r.bytes_out = x->bytes_out;
-        r.duration_us = now - x->start_us;
+        /* A step of the wall clock must not turn into a huge duration. */
+        r.duration_us = now > x->start_us ? now - x->start_us : 0;
         r.route.p = route;
         r.route.len = strlen(route);
         r.server.p = server;
@@ -409,10 +446,8 @@ void gw_exchange_free(struct gw_exchange *x)
         r.error.len = strlen(r.error.p);
         gw_access_log_write(x->w->alog, &r);
     }
-    evbuffer_free(x->req_body);
+    if (x->req_body != NULL)
+        evbuffer_free(x->req_body);
     gw_wsnap_unref(x->snap);
-    free(x->req.mem);
-    free(x->fwd.mem);
-    free(x->upath_mem);
     free(x);
 }

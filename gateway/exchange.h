@@ -6,6 +6,7 @@
 #define GW_EXCHANGE_H
 
 #include <event2/buffer.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -22,8 +23,8 @@ struct gw_wsnap;
  * response bytes the downstream may hold before the upstream stops reading the server. */
 #define GW_BODY_HIWAT (64 * 1024)
 
-/* The request as the upstream sees it. Owned by the exchange (one block, |mem|); slices stay
- * valid for the exchange's life. */
+/* The request as the upstream sees it. Its bytes live in the exchange's own allocation; slices
+ * stay valid for the exchange's life. */
 struct gw_req {
     struct gw_slice method;
     struct gw_slice target;      /* as the client sent it (for the log) */
@@ -38,10 +39,25 @@ struct gw_req {
     uint64_t content_length;     /* when has_body && !chunked */
     int idempotent;              /* RFC 9110 §9.2.2: GET HEAD OPTIONS TRACE PUT DELETE */
     int head;                    /* method is HEAD */
-    char *mem;
 };
 
-/* The forwarding facts computed once per exchange from the peer and trusted_proxies. */
+/* What every exchange needs to know about its client, computed once per connection by
+ * gw_client_init(): the address and the connection's snapshot never change. */
+struct gw_client {
+    char ip[INET6_ADDRSTRLEN];   /* the address as text; an IPv4-mapped one shows as IPv4;
+                                    "unknown" when not IP (unix socket) */
+    size_t iplen;
+    int ipv6;                    /* |ip| is an IPv6 literal (bracketed in Forwarded) */
+    int trusted;                 /* in the snapshot's trusted_proxies */
+    char fwd_for[INET6_ADDRSTRLEN + 12]; /* the Forwarded "for=" parameter for |ip| */
+    size_t fwd_for_len;
+};
+
+/* Fills |cl| for the peer address |sa| under the configuration |cfg|. */
+void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struct gw_config *cfg);
+
+/* The forwarding facts computed once per exchange from the client and trusted_proxies. Their
+ * bytes live in the exchange's own allocation. */
 struct gw_forwarded {
     int trusted;                 /* the peer is a trusted proxy: incoming X-Forwarded-* and
                                     Forwarded are kept and extended */
@@ -51,7 +67,6 @@ struct gw_forwarded {
     struct gw_slice fhost;       /* X-Forwarded-Host value */
     struct gw_slice forwarded;   /* Forwarded value to send (RFC 7239) */
     struct gw_slice request_id;  /* X-Request-Id: the client's (if sane) or generated */
-    char *mem;
 };
 
 /* A response head, handed from the upstream to the downstream. Borrowed for the call. */
@@ -62,6 +77,9 @@ struct gw_resp {
     size_t nheaders;
     int has_body;                /* 0 for HEAD, 1xx, 204, 304 */
     int64_t content_length;      /* -1 when unknown (chunked or until close) */
+    int whole;                   /* the upstream holds the whole response: the body and end()
+                                    follow before its callback returns to the loop, so the
+                                    downstream may write it all at end() */
 };
 
 /* Upstream driver: the exchange calls these. The driver attaches in start() and detaches by
@@ -93,7 +111,8 @@ struct gw_downstream_ops {
     void (*req_drained)(struct gw_exchange *x);
 };
 
-/* Created and freed by its downstream session, from the worker's loop. */
+/* Created and freed by its downstream session, from the worker's loop. One allocation holds
+ * the struct, the request copy and the forwarding values. */
 struct gw_exchange {
     struct gw_worker *w;
     struct gw_wsnap *snap;                 /* referenced for the exchange's life */
@@ -102,11 +121,11 @@ struct gw_exchange {
     void *pool;                            /* the route's per-worker upstream state */
     struct gw_req req;
     struct gw_forwarded fwd;
-    const struct sockaddr *peer;           /* borrowed from the downstream connection */
     const char *log_ctx;                   /* "conn=N peer=ADDR", borrowed */
     const char *scheme;                    /* "http" or "https" */
 
-    struct evbuffer *req_body;             /* decoded request body not yet taken upstream */
+    struct evbuffer *req_body;             /* decoded request body not yet taken upstream;
+                                              NULL when the request has no body */
     int req_done;                          /* the whole request body is in or went through */
     uint64_t req_body_bytes;               /* decoded body bytes received so far */
 
@@ -115,23 +134,27 @@ struct gw_exchange {
     const struct gw_upstream_ops *up;      /* NULL when no upstream is attached */
     void *up_ctx;
 
+    int resp_whole;                        /* the head said whole (see struct gw_resp) */
+
     /* For the access log. */
     int status;                            /* status sent to the client */
     int head_sent;
-    uint64_t start_us;                     /* wall clock, microseconds */
-    uint64_t up_start_ms, up_first_byte_ms;/* monotonic; 0 when not reached */
+    int timed;                             /* the access log is on: read the clocks below */
+    uint64_t start_us;                     /* wall clock, microseconds; 0 unless timed */
+    uint64_t up_start_ms;                  /* monotonic; 0 when not reached or not timed */
     uint64_t up_end_ms;                    /* monotonic: the upstream detached */
     const char *server;                    /* upstream server address text, borrowed */
     const char *error;                     /* static reason when the gateway failed it */
     uint64_t bytes_in, bytes_out;
-    char *upath_mem;                       /* backing of req.path when the prefix was stripped */
+    char *upath_buf;                       /* req.path.len + 2 bytes of the exchange's block:
+                                              req.path when the route strips a prefix */
 };
 
 /* Creates an exchange for the parsed request |r| (its slices point into the client's input
- * and are copied). |path| is the path to route. Computes x->fwd from |peer| and the snapshot's
- * trusted_proxies. Returns the exchange (owned by the caller, free with gw_exchange_free()). */
+ * and are copied). Computes x->fwd from |client| (read during the call only). Returns the
+ * exchange (owned by the caller, free with gw_exchange_free()). */
 struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
-                                    const struct h1_request *r, const struct sockaddr *peer,
+                                    const struct h1_request *r, const struct gw_client *client,
                                     const char *log_ctx, const struct gw_downstream_ops *down,
                                     void *down_ctx);
 

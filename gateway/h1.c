@@ -177,12 +177,6 @@ static int parse_head(struct gw_conn *c)
 
     if (len == 0)
         return 0;
-    if (!h->head_started) {
-        h->head_started = 1;
-        /* The first request's clock started at accept; later ones at their first byte. */
-        if (h->requests > 0)
-            gw_conn_set_deadline(c, gw_now_ms() + cfg->timeouts.header_ms);
-    }
     lim.header_bytes = cfg->limits.header_bytes;
     lim.headers = cfg->limits.headers;
     lim.target_bytes = cfg->limits.target_bytes;
@@ -191,8 +185,14 @@ static int parse_head(struct gw_conn *c)
     p = (const char *)evbuffer_pullup(c->st.in, (ev_ssize_t)want);
     hdrs = gw_worker_hdrs(c->w, lim.headers + 1);
     rc = h1_parse_request(p, want, &lim, hdrs, lim.headers + 1, &req);
-    if (rc == H1_INCOMPLETE)
+    if (rc == H1_INCOMPLETE) {
+        /* The first request's clock started at accept; later ones at their first byte, which
+         * came in this call (a head that comes whole needs no clock at all). */
+        if (!h->head_started && h->requests > 0)
+            gw_conn_set_deadline(c, gw_now_ms() + cfg->timeouts.header_ms);
+        h->head_started = 1;
         return 0;
+    }
     if (rc < 0) {
         refuse(c, h1_status(rc), req.err != NULL ? req.err : "malformed request", len);
         return 0;
@@ -210,8 +210,7 @@ static int parse_head(struct gw_conn *c)
     h->req_done = req.body == H1_BODY_NONE;
     h->resp_done = 0;
 
-    x = gw_exchange_new(c->w, c->snap, &req, (const struct sockaddr *)&c->peer, c->log_ctx,
-                        &gw_h1_downstream_ops, c);
+    x = gw_exchange_new(c->w, c->snap, &req, &c->client, c->log_ctx, &gw_h1_downstream_ops, c);
     x->bytes_in = (uint64_t)rc;
     x->req_done = h->req_done;
     h->x = x;
@@ -476,9 +475,13 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
         *p++ = '\r';
         *p++ = '\n';
     }
-    if (r->has_body && r->content_length >= 0)
-        p += sprintf(p, "Content-Length: %lld\r\n", (long long)r->content_length);
-    else if (h->resp_chunked) {
+    if (r->has_body && r->content_length >= 0) {
+        memcpy(p, "Content-Length: ", 16);
+        p += 16;
+        p += gw_fmt_u64(p, (uint64_t)r->content_length, 10);
+        *p++ = '\r';
+        *p++ = '\n';
+    } else if (h->resp_chunked) {
         memcpy(p, "Transfer-Encoding: chunked\r\n", 28);
         p += 28;
     }
@@ -497,18 +500,21 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
     x->status = r->status;
     x->head_sent = 1;
     x->bytes_out += n;
-    gw_conn_flush_soon(c);
+    /* A whole response is written once, at down_end(). */
+    if (!x->resp_whole)
+        gw_conn_flush_soon(c);
 }
 
-/* Flushes now when a lot is queued, else at the end of the turn; says whether to pause. */
-static int after_body(struct gw_conn *c)
+/* Flushes now when a lot is queued, else at the end of the turn (or at down_end() for a whole
+ * response); says whether to pause. */
+static int after_body(struct gw_conn *c, const struct gw_exchange *x)
 {
     size_t queued = evbuffer_get_length(c->st.out);
 
     if (queued >= FLUSH_NOW_BYTES) {
         gw_stream_flush(&c->st);
         queued = evbuffer_get_length(c->st.out);
-    } else {
+    } else if (!x->resp_whole) {
         gw_conn_flush_soon(c);
     }
     return queued >= GW_BODY_HIWAT;
@@ -517,8 +523,11 @@ static int after_body(struct gw_conn *c)
 static void chunk_size_line(struct evbuffer *out, size_t n)
 {
     char line[24];
-    int len = snprintf(line, sizeof line, "%zx\r\n", n);
-    evbuffer_add(out, line, (size_t)len);
+    size_t len = gw_fmt_u64(line, n, 16);
+
+    line[len++] = '\r';
+    line[len++] = '\n';
+    evbuffer_add(out, line, len);
 }
 
 static int down_body(struct gw_exchange *x, const char *p, size_t n)
@@ -536,7 +545,7 @@ static int down_body(struct gw_exchange *x, const char *p, size_t n)
         evbuffer_add(c->st.out, p, n);
     }
     x->bytes_out += n;
-    return after_body(c);
+    return after_body(c, x);
 }
 
 static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
@@ -557,7 +566,7 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
     if (h->resp_chunked)
         evbuffer_add(c->st.out, "\r\n", 2);
     x->bytes_out += n;
-    return after_body(c);
+    return after_body(c, x);
 }
 
 static void down_end(struct gw_exchange *x, const struct h1_header *trailers, size_t ntrailers)
@@ -577,7 +586,10 @@ static void down_end(struct gw_exchange *x, const struct h1_header *trailers, si
         evbuffer_add(c->st.out, "\r\n", 2);
     }
     h->resp_done = 1;
-    gw_conn_flush_soon(c);
+    /* The response is complete: write it now rather than on a deferred event (which may be
+     * pending already, and then finds nothing left to write). */
+    if (!c->closing)
+        gw_stream_flush(&c->st);
     finish(c);
     gw_conn_leave(c);
 }

@@ -131,9 +131,16 @@ static const char *scan_token(const char *p, const char *end)
 
 /* ASCII case-insensitive comparison of |p|[0..|n|) with |lit|, which is lowercase. Inline with
  * an early exit: it runs for every field whose name length matches a known one, and most of
- * those differ in the first byte. */
+ * those differ in the first byte. Long names, which mostly match when the length does, go a
+ * word at a time (the last word overlapping the one before). */
 static inline int eq_lower(const char *p, const char *lit, size_t n)
 {
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8)
+            if (gw_lower8(load8(p + i)) != load8(lit + i))
+                return 0;
+        return gw_lower8(load8(p + n - 8)) == load8(lit + n - 8);
+    }
     for (size_t i = 0; i < n; i++) {
         unsigned c = (unsigned char)p[i];
         c |= (unsigned)(c - 'A' < 26u) << 5;

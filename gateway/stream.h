@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* A non-blocking stream socket with input and output evbuffers, for client and upstream
  * connections alike. It is a thinner bufferevent: one read(2) per readiness, writes attempted
- * at once (not on the next loop turn), EV_WRITE armed only while the socket refuses bytes, and
- * persistent events so a keep-alive connection costs no epoll_ctl per request. */
+ * at once (not on the next loop turn), EV_WRITE armed only while the socket refuses bytes,
+ * persistent events so a keep-alive connection costs no epoll_ctl per request, and a read
+ * timeout kept as a deadline that a lazily re-armed timer checks, so neither a read nor a
+ * restart of the clock touches libevent's timer heap. */
 #ifndef GW_STREAM_H
 #define GW_STREAM_H
 
@@ -28,7 +30,8 @@ typedef void gw_stream_event_cb(struct gw_stream *s, enum gw_stream_what what, v
  * gw_stream_close(). Callbacks run from the owner's event loop only. */
 struct gw_stream {
     int fd;
-    struct event *rev;            /* persistent read event, with the read timeout */
+    struct event *rev;            /* persistent read event, no timeout */
+    struct event *tev;            /* read-timeout timer: may fire early, then re-arms */
     struct event *wev;            /* armed while |out| holds bytes the socket refused */
     struct evbuffer *in;          /* bytes read, consumed by on_read */
     struct evbuffer *out;         /* bytes to write */
@@ -38,14 +41,17 @@ struct gw_stream {
     void *arg;
     size_t read_size;             /* bytes asked of one read(2); default 16k */
     size_t lowat;                 /* on_drain threshold; default 0 */
-    struct timeval read_tv, write_tv;
+    uint64_t read_ms;             /* read timeout; 0 = none */
+    uint64_t read_deadline_ms;    /* monotonic; 0 = the clock is not running */
+    uint64_t tev_at_ms;           /* when |tev| fires; 0 = not armed */
+    struct timeval write_tv;
     int err;                      /* errno of the last GW_STREAM_ERROR */
     unsigned reading : 1;         /* read event armed */
     unsigned writing : 1;         /* write event armed */
     unsigned connecting : 1;
-    unsigned has_read_tv : 1;
     unsigned has_write_tv : 1;
     unsigned failed : 1;          /* an error is pending delivery */
+    unsigned small_reads : 1;     /* the last read was small: read the next via the stack */
 };
 
 /* Sets up |s| around the connected non-blocking socket |fd| (taken over: closed by

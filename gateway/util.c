@@ -52,18 +52,17 @@ uint64_t gw_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int gw_slice_eq_ci(struct gw_slice a, const char *b, size_t n)
+size_t gw_fmt_u64(char *out, uint64_t v, unsigned base)
 {
-    if (a.len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b[i];
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x + 32);
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y + 32);
-        if (x != y)
-            return 0;
-    }
-    return 1;
+    static const char digits[] = "0123456789abcdef";
+    char tmp[24];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = digits[v % base];
+        v /= base;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }

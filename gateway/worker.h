@@ -49,6 +49,7 @@ struct gw_worker {
     size_t nconns;
     uint64_t next_conn_id;             /* conn ids are id * 2^40 + n: unique across workers */
     uint64_t rng[2];                   /* xorshift128+ state for request ids */
+    char hex_pairs[256][2];            /* a byte's two hex digits, low nibble first */
     struct h1_header *hdrs;            /* scratch for parsing heads, cfg->limits.headers long */
     size_t hdrs_cap;
     struct gw_access_log *alog;

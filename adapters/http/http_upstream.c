@@ -212,21 +212,6 @@ static char *put(char *w, const char *s, size_t n)
 #define PUT_LIT(w, lit) put((w), (lit), sizeof(lit) - 1)
 #define PUT_SLICE(w, sl) put((w), (sl).p, (sl).len)
 
-static size_t fmt_u64(char *out, uint64_t v, unsigned base)
-{
-    static const char digits[] = "0123456789abcdef";
-    char tmp[24];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = digits[v % base];
-        v /= base;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* Logs one failure of |x| on |srv|: "upstream NAME server ADDR: WHAT[ (ERRNO)][, retrying]". */
 static void log_failure(const struct gw_exchange *x, const struct hu_server *srv, const char *what,
                         int err, int retrying)
@@ -395,15 +380,7 @@ static struct hu_conn *conn_open(struct hu_server *srv, int *err)
 /* Sets the read timeout and restarts it (always needed when a wait starts afresh). */
 static void rto_restart(struct hu_conn *c, uint64_t ms)
 {
-    if (ms == 0 && c->rto_ms != 0 && c->s.reading) {
-        /* libevent's event_add(ev, NULL) leaves a scheduled timeout in place (so does
-         * gw_stream_set_read_timeout(s, 0) on a reading stream): only a delete clears it. */
-        gw_stream_read(&c->s, 0);
-        gw_stream_set_read_timeout(&c->s, 0);
-        gw_stream_read(&c->s, 1);
-    } else {
-        gw_stream_set_read_timeout(&c->s, ms);
-    }
+    gw_stream_set_read_timeout(&c->s, ms);
     c->rto_ms = ms;
 }
 
@@ -462,7 +439,7 @@ static void conn_bind(struct hu_conn *c, struct gw_exchange *x, const struct hu_
     c->srv->inflight++;
     x->up_ctx = c;
     x->server = c->srv->conf->address;
-    if (x->up_start_ms == 0)
+    if (x->timed && x->up_start_ms == 0)
         x->up_start_ms = gw_now_ms();
 }
 
@@ -552,7 +529,7 @@ static int write_head(struct hu_conn *c)
     } else if (r->has_body || had_cl) {
         /* An explicit "Content-Length: 0" is kept: some servers answer 411 without it. */
         w = PUT_LIT(w, "Content-Length: ");
-        w += fmt_u64(w, r->has_body ? r->content_length : 0, 10);
+        w += gw_fmt_u64(w, r->has_body ? r->content_length : 0, 10);
         w = PUT_LIT(w, "\r\n");
     }
     w = PUT_LIT(w, "\r\n");
@@ -604,7 +581,7 @@ static ev_ssize_t move_body(struct hu_conn *c)
         if (n == 0)
             break;
         if (chunked) {
-            size_t ll = fmt_u64(line, n, 16);
+            size_t ll = gw_fmt_u64(line, n, 16);
             line[ll++] = '\r';
             line[ll++] = '\n';
             if (evbuffer_add(out, line, ll) != 0)
@@ -1051,15 +1028,42 @@ static void deliver_body(struct hu_conn *c)
     }
 }
 
+/* Returns 1 when every option the Connection value |list| names is itself a hop-by-hop field
+ * ("keep-alive", the usual one), so that the list removes nothing more. */
+static int names_only_hop_by_hop(struct gw_slice list)
+{
+    const char *p = list.p, *end = list.p + list.len;
+
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma != NULL ? comma : end;
+        struct gw_slice opt;
+
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        opt.p = p;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        opt.len = (size_t)(e - p);
+        if (opt.len > 0 && !h1_is_hop_by_hop(opt))
+            return 0;
+        p = comma != NULL ? comma + 1 : end;
+    }
+    return 1;
+}
+
 /* Removes hop-by-hop fields and those the Connection field names, in place. Returns the count
  * kept. */
 static size_t filter_resp_headers(struct h1_header *h, size_t n)
 {
     struct gw_slice conn[HU_MAX_CONN_FIELDS];
-    size_t nconn = 0, kept = 0;
+    size_t nseen = 0, nconn = 0, kept = 0;
 
+    /* The first HU_MAX_CONN_FIELDS Connection fields count; those naming only hop-by-hop
+     * fields need no lookup per field. */
     for (size_t i = 0; i < n; i++)
-        if (nconn < HU_MAX_CONN_FIELDS && GW_SLICE_EQ_LIT(h[i].name, "connection"))
+        if (GW_SLICE_EQ_LIT(h[i].name, "connection") && nseen++ < HU_MAX_CONN_FIELDS &&
+            !names_only_hop_by_hop(h[i].value))
             conn[nconn++] = h[i].value;
     for (size_t i = 0; i < n; i++) {
         int keep = !h1_is_hop_by_hop(h[i].name);
@@ -1153,6 +1157,11 @@ static int parse_head(struct hu_conn *c)
             r.content_length = -1;
         else
             r.content_length = 0;
+        /* Nothing more to come, or all of it already read: the body and the end follow in
+         * this callback (see deliver_body), and the client gets one write. */
+        r.whole = resp.body == H1_BODY_NONE ||
+                  (resp.body == H1_BODY_LENGTH &&
+                   evbuffer_get_length(in) - (size_t)rc >= resp.content_length);
         gw_exchange_resp_head(x, &r);
         free(heap);
         if (c->x != x)
@@ -1180,7 +1189,6 @@ static void conn_process(struct hu_conn *c)
                 evbuffer_free(j->replay); /* past the point of retrying */
                 j->replay = NULL;
             }
-            c->x->up_first_byte_ms = gw_now_ms();
             rto_change(c, c->srv->pool->u->read_ms);
         }
         if (!parse_head(c))
