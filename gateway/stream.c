@@ -294,8 +294,10 @@ void gw_stream_flush(struct gw_stream *s)
     }
     if (evbuffer_get_length(s->out) > 0)
         arm_write(s);
-    else
-        disarm_write(s);
+    else if (s->writing)
+        /* The owner may be waiting for the drain that the armed event promised: deliver it
+         * from the loop (on_writable finds |out| empty, disarms and calls on_drain). */
+        event_active(s->wev, EV_WRITE, 1);
 }
 
 void gw_stream_set_cbs(struct gw_stream *s, gw_stream_cb *on_read, gw_stream_cb *on_drain,

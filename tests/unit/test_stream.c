@@ -134,6 +134,29 @@ Test(stream, partial_write_arms_and_drains)
     cr_expect_eq(st.writing, 0);
 }
 
+/* Regression: a flush that empties |out| while the write event is armed (a drain is owed to
+ * the owner) must still deliver on_drain, or the owner waits forever. */
+Test(stream, flush_that_empties_an_armed_buffer_still_drains)
+{
+    static char big[4 << 20];
+    char sink[65536];
+
+    evbuffer_add(st.out, big, sizeof big);
+    gw_stream_flush(&st);
+    cr_assert_eq(st.writing, 1, "partial write arms the event");
+    /* The peer reads everything without the loop running, then one more flush empties it. */
+    for (int i = 0; i < 4000 && evbuffer_get_length(st.out) > 0; i++) {
+        while (read(peer, sink, sizeof sink) > 0)
+            ;
+        gw_stream_flush(&st);
+    }
+    cr_assert_eq(evbuffer_get_length(st.out), 0);
+    cr_expect_eq(pr.drains, 0, "not from inside the call");
+    spin(base, 20);
+    cr_expect_eq(pr.drains, 1, "delivered from the loop");
+    cr_expect_eq(st.writing, 0);
+}
+
 Test(stream, read_timeout_fires)
 {
     gw_stream_read(&st, 1);
