@@ -1126,6 +1126,46 @@ static int parse_trusted(struct loader *l, const struct node *v, const char *pat
     return 0;
 }
 
+/* resolver.nameservers: numeric "IP", "IP:PORT" or "[IPv6]:PORT", stored as "IP:PORT" (the
+ * form evdns_base_nameserver_ip_add() takes). */
+static int parse_nameservers(struct loader *l, const struct node *v, const char *path,
+                             void *base)
+{
+    struct gw_config *c = base;
+    char p[PATH_LEN], vb[SHOW_LEN], out[80];
+    size_t i = 0;
+
+    if (expect(l, v, N_SEQ, path))
+        return -1;
+    c->resolver.nameservers = gw_xcalloc(v->nkids, sizeof *c->resolver.nameservers);
+    for (const struct node *e = v->first; e != NULL; e = e->next, i++) {
+        const char *s, *host = NULL, *port = NULL;
+        size_t len, hostlen = 0, portlen = 0;
+        int bracketed = 0;
+        uint16_t pn = 53;
+        unsigned char a[16];
+
+        join_idx(p, path, i);
+        if (get_str(l, e, p, &s, &len))
+            return -1;
+        show(vb, s, len);
+        if (pton(AF_INET, s, len, a) || pton(AF_INET6, s, len, a)) {
+            int v6 = memchr(s, ':', len) != NULL;
+            snprintf(out, sizeof out, "%s%.*s%s:53", v6 ? "[" : "", (int)len, s, v6 ? "]" : "");
+        } else if (split_hostport(s, len, &host, &hostlen, &port, &portlen, &bracketed) == 0 &&
+                   parse_port(port, portlen, &pn) == 0 &&
+                   pton(bracketed ? AF_INET6 : AF_INET, host, hostlen, a)) {
+            snprintf(out, sizeof out, "%s%.*s%s:%u", bracketed ? "[" : "", (int)hostlen, host,
+                     bracketed ? "]" : "", (unsigned)pn);
+        } else {
+            return fail(l, e, p,
+                        "invalid name server '%s' (expected IP, IP:PORT or [IPv6]:PORT)", vb);
+        }
+        c->resolver.nameservers[c->resolver.nnameservers++] = gw_xstrndup(out, strlen(out));
+    }
+    return 0;
+}
+
 static int parse_protocol(struct loader *l, const struct node *v, const char *path, void *base)
 {
     struct gw_upstream_conf *u = base;
@@ -1555,6 +1595,10 @@ static const struct field log_fields[] = {
      .max = DUR_MAX},
 };
 
+static const struct field resolver_fields[] = {
+    {.key = "nameservers", .kind = F_FN, .fn = parse_nameservers},
+};
+
 /* Table order is the order values are parsed in: upstreams before routes. */
 static const struct field top_fields[] = {
     {.key = "workers", .kind = F_FN, .fn = parse_workers},
@@ -1564,6 +1608,7 @@ static const struct field top_fields[] = {
     {.key = "shutdown", .kind = F_MAP, SUB(shutdown_fields)},
     {.key = "trusted_proxies", .kind = F_FN, .fn = parse_trusted},
     {.key = "log", .kind = F_MAP, SUB(log_fields)},
+    {.key = "resolver", .kind = F_MAP, SUB(resolver_fields)},
     {.key = "upstreams", .kind = F_FN, .required = 1, .fn = parse_upstreams},
     {.key = "routes", .kind = F_FN, .required = 1, .fn = parse_routes},
 };
@@ -1603,6 +1648,9 @@ static void config_free(struct gw_config *c)
         free(c->listen[i].address);
     free(c->listen);
     free(c->trusted);
+    for (size_t i = 0; i < c->resolver.nnameservers; i++)
+        free(c->resolver.nameservers[i]);
+    free(c->resolver.nameservers);
     for (size_t i = 0; i < c->nupstreams; i++) {
         struct gw_upstream_conf *u = &c->upstreams[i];
 

@@ -99,6 +99,10 @@ struct gw_config {
         size_t access_buffer;         /* 64k */
         uint64_t access_flush_ms;     /* 1s */
     } log;
+    struct {
+        char **nameservers;       /* "IP:PORT" each; none = those of /etc/resolv.conf */
+        size_t nnameservers;
+    } resolver;
     struct gw_upstream_conf *upstreams;
     size_t nupstreams;
     struct gw_route_conf *routes;

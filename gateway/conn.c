@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gateway/exchange.h"
 #include "gateway/log.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
@@ -227,8 +228,11 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->flush_ev = event_new(w->base, -1, 0, on_flush, c);
-    if (c->timer == NULL || c->flush_ev == NULL ||
-        gw_stream_init(&c->st, w->base, fd, on_read, on_drain, on_event, c) != 0) {
+    if (c->timer == NULL || c->flush_ev == NULL) {
+        close(fd); /* gw_stream_init() owns it only once called */
+        fd = -1;
+    }
+    if (fd < 0 || gw_stream_init(&c->st, w->base, fd, on_read, on_drain, on_event, c) != 0) {
         gw_log_ctx(GW_LOG_ERROR, c->log_ctx, "cannot set up connection: out of memory");
         if (c->timer != NULL)
             event_free(c->timer);
@@ -239,6 +243,9 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
         return NULL;
     }
     gw_stream_set_write_timeout(&c->st, c->snap->cfg->timeouts.send_ms);
+    /* Resume the sender at half the high-water mark, not at empty: the socket keeps bytes to
+     * send while the next ones are fetched, instead of idling a round trip each time. */
+    c->st.lowat = GW_BODY_HIWAT / 2;
     gw_worker_conn_added(w, c);
     gw_h1_start(c);
     return c;

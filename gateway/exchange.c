@@ -319,6 +319,10 @@ int gw_exchange_start(struct gw_exchange *x)
         x->req.path.len = n;
     }
     x->pool = x->snap->pools[route->upstream->index];
+    if (x->pool == NULL) {
+        x->error = "upstream pool unavailable (out of memory at reload)";
+        return 503;
+    }
     x->up = &gw_http_upstream_ops;
     x->up->start(x);
     return 0;

@@ -117,8 +117,10 @@ static void finish(struct gw_conn *c)
     h->x = NULL;
     if (x->up != NULL)
         gw_exchange_cancel(x);
-    /* Unread request body makes the connection unusable: we cannot find the next request. */
-    if (!h->req_done || c->w->draining)
+    /* Unread request body makes the connection unusable: we cannot find the next request.
+     * A connection of an older configuration closes after its request, so a reload reaches
+     * every client within one request. */
+    if (!h->req_done || c->w->draining || c->snap != c->w->snap)
         h->keep_alive = 0;
     gw_exchange_free(x);
     gw_stream_set_read_timeout(&c->st, 0);
@@ -149,6 +151,14 @@ static void answer_locally(struct gw_conn *c, int status, const char *reason)
 
     if (x->up != NULL)
         gw_exchange_cancel(x);
+    if (x->head_sent) {
+        /* A second response cannot follow a started one: cut it, as a cut response reads. */
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "%s after the response began; closing", reason);
+        if (x->error == NULL)
+            x->error = reason;
+        gw_conn_close(c);
+        return;
+    }
     gw_log_ctx(GW_LOG_INFO, c->log_ctx, "%d %s: %s %.*s", status, status_text(status), reason,
                (int)x->req.target.len, x->req.target.p);
     x->status = status;
@@ -221,7 +231,7 @@ static int parse_head(struct gw_conn *c)
 
     status = gw_exchange_start(x);
     if (status != 0) {
-        answer_locally(c, status, status == 404 ? "no route" : "unsafe path");
+        answer_locally(c, status, x->error != NULL ? x->error : "refused by the router");
         return 1;
     }
     /* RFC 9110 §10.1.1: the gateway is ready for the body once the request is routed. */
@@ -333,6 +343,15 @@ static void process(struct gw_conn *c)
 
         if (c->closing || c->write_then_linger || c->lingering)
             break;
+        if (h->state == GW_H1_HEAD && evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT)
+            gw_stream_flush(&c->st); /* what is left after this is owed a drain callback */
+        if (h->state == GW_H1_HEAD && evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT) {
+            /* A client that pipelines without reading would otherwise have every response
+             * queued here: take no new request until it drains (gw_h1_on_drain). */
+            h->out_blocked = 1;
+            gw_stream_read(&c->st, 0);
+            break;
+        }
         if (h->state == GW_H1_HEAD)
             progressed = parse_head(c);
         else if (h->state == GW_H1_BODY)
@@ -364,10 +383,20 @@ void gw_h1_on_read(struct gw_conn *c)
 
 void gw_h1_on_drain(struct gw_conn *c)
 {
-    struct gw_exchange *x = c->h1.x;
+    struct gw_h1 *h = &c->h1;
+    struct gw_exchange *x = h->x;
 
-    if (x != NULL && x->up != NULL && evbuffer_get_length(c->st.out) < GW_BODY_HIWAT)
+    if (evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT)
+        return;
+    if (x != NULL && x->up != NULL) {
         gw_exchange_resume(x);
+        return;
+    }
+    if (h->out_blocked && x == NULL) {
+        h->out_blocked = 0;
+        gw_stream_read(&c->st, 1);
+        process(c);
+    }
 }
 
 void gw_h1_on_deadline(struct gw_conn *c)
@@ -383,7 +412,8 @@ void gw_h1_on_deadline(struct gw_conn *c)
         gw_conn_close(c); /* idle keep-alive, or a connection that never sent a byte */
         return;
     }
-    if (h->state == GW_H1_BODY && h->x != NULL && !h->x->head_sent) {
+    if (h->state == GW_H1_BODY && h->x != NULL) {
+        /* Before the response: a 408. After its head: the response is cut (logged there). */
         answer_locally(c, 408, "request body not received in time (timeouts.body)");
         return;
     }
@@ -413,7 +443,11 @@ void gw_h1_drain(struct gw_conn *c)
     struct gw_h1 *h = &c->h1;
 
     h->keep_alive = 0;
-    if (h->state == GW_H1_HEAD && h->x == NULL)
+    /* Only a keep-alive connection idle between requests is closed now. A fresh connection
+     * may have a request in the kernel's buffer that we have not read yet: closing it would
+     * reset the client; it gets its one response (with Connection: close) instead. */
+    if (h->state == GW_H1_HEAD && h->x == NULL && h->requests > 0 && !h->head_started &&
+        evbuffer_get_length(c->st.in) == 0)
         gw_conn_close(c);
 }
 
@@ -428,7 +462,7 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
     size_t need = 160, n;
     char *p;
 
-    if (!h->req_done || c->w->draining)
+    if (!h->req_done || c->w->draining || c->snap != c->w->snap)
         h->keep_alive = 0;
     h->resp_chunked = 0;
     h->resp_close = 0;

@@ -36,6 +36,7 @@ struct gw_h1 {
     unsigned minor : 1;           /* client's HTTP/1.<minor> */
     unsigned head_started : 1;    /* bytes of the next head arrived: the header clock runs */
     unsigned in_process : 1;      /* process() is on the stack: do not re-enter it */
+    unsigned out_blocked : 1;     /* no new request until the client drains our output */
     unsigned requests;            /* requests served on this connection */
 };
 

@@ -163,8 +163,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         stop_hard(m, "second signal");
         return;
     }
-    if (m->stopping == 1)
+    if (m->stopping == 1) {
+        stop_hard(m, "second signal"); /* during shutdown.delay, as during the drain */
         return;
+    }
     gw_log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     m->stopping = 1;
     set_timer(m->poll_timer, 50);

@@ -19,6 +19,10 @@
 /* Connections accepted per readiness of a listener, so one busy listener cannot starve the
  * connections already open. */
 #define ACCEPT_BATCH 32
+#define ACCEPT_PAUSE_MS 500
+
+static void set_nameservers(struct gw_worker *w, const struct gw_config *cfg,
+                            const struct gw_config *old);
 
 atomic_int gw_workers_running;
 
@@ -99,6 +103,37 @@ void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
         event_base_loopexit(w->base, NULL);
 }
 
+/* Out of file descriptors the listener stays readable: stop watching it for a while instead
+ * of spinning (and logging) on every loop turn, as nginx does. */
+static void pause_accepting(struct gw_worker *w, int err)
+{
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+    if (w->accept_paused)
+        return;
+    gw_log_error("worker %u: accept: %s; not accepting for %d ms (raise the open files limit)",
+                 w->id, strerror(err), ACCEPT_PAUSE_MS);
+    w->accept_paused = 1;
+    for (size_t j = 0; j < w->nlisteners; j++)
+        if (w->listeners[j].ev != NULL)
+            event_del(w->listeners[j].ev);
+    evtimer_add(w->accept_timer, &tv);
+}
+
+static void on_accept_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    w->accept_paused = 0;
+    if (w->draining)
+        return;
+    for (size_t j = 0; j < w->nlisteners; j++)
+        if (w->listeners[j].ev != NULL)
+            event_add(w->listeners[j].ev, NULL);
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_worker *w = arg;
@@ -111,7 +146,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                gw_log_error("accept: %s (limit of open files?)", strerror(errno));
+                pause_accepting(w, errno);
             return;
         }
         gw_conn_new(w, cfd, (struct sockaddr *)&ss, len);
@@ -145,7 +180,7 @@ static int add_listener(struct gw_worker *w, struct gw_listener *l, int fd, cons
     l->fd = fd;
     l->address = gw_xstrndup(address, strlen(address));
     l->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_accept, w);
-    if (l->ev == NULL || event_add(l->ev, NULL) != 0) {
+    if (l->ev == NULL || (!w->accept_paused && event_add(l->ev, NULL) != 0)) {
         gw_log_error("listen %s: cannot watch the socket", address);
         return GW_E_NOMEM;
     }
@@ -189,6 +224,13 @@ static void swap_listeners(struct gw_worker *w, const struct gw_config *cfg, int
                 w->listeners[j].address = NULL;
                 break;
             }
+        }
+        if (nl[i].address == NULL) {
+            /* Should not happen (gw_worker_post carries sockets over); never leave a
+             * configured address without a socket if it does. */
+            int fd = gw_listen_socket(&cfg->listen[i]);
+            if (fd >= 0)
+                add_listener(w, &nl[i], fd, cfg->listen[i].address);
         }
     }
     for (size_t j = 0; j < w->nlisteners; j++)
@@ -246,6 +288,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
             for (size_t i = 0; i < cfg->nlisten; i++)
                 if (fds[i] >= 0)
                     close(fds[i]);
+        set_nameservers(w, cfg, old->cfg);
         w->snap = wsnap_new(w, cfg);
         gw_wsnap_unref(old);
         free(fds);
@@ -255,6 +298,35 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
         start_drain(w);
     if (cmds & GW_CMD_STOP)
         event_base_loopbreak(w->base);
+}
+
+static int same_nameservers(const struct gw_config *a, const struct gw_config *b)
+{
+    if (a->resolver.nnameservers != b->resolver.nnameservers)
+        return 0;
+    for (size_t i = 0; i < a->resolver.nnameservers; i++)
+        if (strcmp(a->resolver.nameservers[i], b->resolver.nameservers[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Points the worker's resolver at resolver.nameservers, or back at /etc/resolv.conf when the
+ * list is empty. |old| is the previous snapshot (NULL at start, where resolv.conf is loaded). */
+static void set_nameservers(struct gw_worker *w, const struct gw_config *cfg,
+                            const struct gw_config *old)
+{
+    if (w->dns == NULL || (old == NULL && cfg->resolver.nnameservers == 0) ||
+        (old != NULL && same_nameservers(cfg, old)))
+        return;
+    evdns_base_clear_nameservers_and_suspend(w->dns);
+    for (size_t i = 0; i < cfg->resolver.nnameservers; i++)
+        if (evdns_base_nameserver_ip_add(w->dns, cfg->resolver.nameservers[i]) != 0)
+            gw_log_error("worker %u: resolver: cannot use name server %s", w->id,
+                         cfg->resolver.nameservers[i]);
+    if (cfg->resolver.nnameservers == 0 &&
+        evdns_base_resolv_conf_parse(w->dns, DNS_OPTION_NAMESERVERS, "/etc/resolv.conf") != 0)
+        gw_log_warn("worker %u: resolver: no usable name server in /etc/resolv.conf", w->id);
+    evdns_base_resume(w->dns);
 }
 
 static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
@@ -292,6 +364,10 @@ int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, cons
                     id);
         w->dns = evdns_base_new(w->base, 0);
     }
+    set_nameservers(w, cfg, NULL);
+    w->accept_timer = evtimer_new(w->base, on_accept_timer, w);
+    if (w->accept_timer == NULL)
+        return GW_E_NOMEM;
     gw_config_ref(cfg);
     w->snap = wsnap_new(w, cfg);
     w->alog = gw_access_log_new(STDOUT_FILENO, cfg->log.access_buffer);
@@ -361,6 +437,17 @@ void gw_worker_post(struct gw_worker *w, enum gw_worker_cmd cmd, struct gw_confi
     old_fds = w->pending_fds;
     old_n = w->npending_fds;
     if (cmd == GW_CMD_RELOAD) {
+        /* The newer reload was prepared against the older one, so it marks the addresses
+         * that one added as kept (-1): hand their sockets over instead of closing them. */
+        for (size_t i = 0; old_fds != NULL && i < nfds; i++) {
+            for (size_t j = 0; fds[i] < 0 && j < old_n; j++) {
+                if (old_fds[j] >= 0 &&
+                    strcmp(old_cfg->listen[j].address, cfg->listen[i].address) == 0) {
+                    fds[i] = old_fds[j];
+                    old_fds[j] = -1;
+                }
+            }
+        }
         w->pending_cfg = cfg;
         w->pending_fds = fds;
         w->npending_fds = nfds;
@@ -396,6 +483,8 @@ void gw_worker_join(struct gw_worker *w)
     }
     if (w->alog_timer != NULL)
         event_free(w->alog_timer);
+    if (w->accept_timer != NULL)
+        event_free(w->accept_timer);
     gw_access_log_free(w->alog);
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);

@@ -54,6 +54,8 @@ struct gw_worker {
     size_t hdrs_cap;
     struct gw_access_log *alog;
     struct event *alog_timer;
+    struct event *accept_timer;        /* re-enables accepting after running out of fds */
+    int accept_paused;
     int draining;                      /* no keep-alive, no accept */
 
     struct event *notify;              /* activated by the main thread */

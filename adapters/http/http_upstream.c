@@ -687,7 +687,7 @@ static void begin_request(struct hu_conn *c)
     }
     /* A reused connection may turn out stale: keep what is sent of the body (bounded) to
      * send it again. Without memory it simply cannot be retried. */
-    if (!c->fresh)
+    if (!c->fresh && c->x->req.idempotent)
         c->job.replay = evbuffer_new();
     /* No read timeout until the whole request is out (move_body then arms first_byte_ms);
      * reading stays on so that an early answer (413, 401) is seen. */
@@ -796,9 +796,10 @@ static void conn_fail(struct hu_conn *c, enum hu_fail kind, int err, const char 
     }
 
     /* A reused connection the server closed while we picked it: not the server's fault and
-     * not a try. Body bytes already taken go back in front of x->req_body from the replay
-     * copy; without one (too much sent) it cannot be retried. */
-    if (!c->fresh && kind == F_CLOSED && untouched &&
+     * not a try. Only an idempotent request goes again: the server may have acted on a POST
+     * before closing (RFC 9110 §9.2.2). Body bytes already taken go back in front of
+     * x->req_body from the replay copy; without one (too much sent) it cannot be retried. */
+    if (!c->fresh && kind == F_CLOSED && untouched && x->req.idempotent &&
         (j->body_taken == 0 ||
          (j->replay != NULL && evbuffer_get_length(j->replay) == j->body_taken &&
           evbuffer_prepend_buffer(x->req_body, j->replay) == 0))) {
@@ -1401,6 +1402,25 @@ static void lookup_on_result(int result, struct evutil_addrinfo *res, void *arg)
                     result != 0 ? evutil_gai_strerror(result) : "no usable address",
                     srv->naddrs ? " (keeping the previous addresses)" : "");
     } else {
+        int changed = n != srv->naddrs;
+
+        /* Compared as sets: round-robin DNS rotates the order of the same addresses. */
+        for (size_t i = 0; i < n && !changed; i++) {
+            int found = 0;
+            for (size_t k = 0; k < srv->naddrs && !found; k++)
+                found = addrs[i].len == srv->addrs[k].len &&
+                        memcmp(&addrs[i].ss, &srv->addrs[k].ss, addrs[i].len) == 0;
+            changed = !found;
+        }
+        /* The service moved (a container came back elsewhere): kept connections go to where
+         * it was, so they go; new ones follow the answer. */
+        if (changed && srv->naddrs > 0) {
+            gw_log_info("upstream %s server %s: %s now resolves elsewhere; closing %zu idle "
+                        "connections",
+                        p->u->name, srv->conf->address, srv->conf->host, srv->nidle);
+            while (srv->idle != NULL)
+                conn_close(srv->idle);
+        }
         free(srv->addrs);
         srv->addrs = gw_xmalloc(n * sizeof *srv->addrs);
         memcpy(srv->addrs, addrs, n * sizeof *srv->addrs);

@@ -138,13 +138,18 @@ def test_sighup_good_file_changes_route(two):
 
 
 def test_sighup_existing_connection_keeps_old_config(two):
-    """A connection accepted before the reload finishes on the old snapshot."""
+    """A connection accepted before the reload finishes its next request on the old snapshot,
+    then closes (Connection: close), so the reload reaches its client on reconnect."""
     g, cfg = two
     with Conn(g.port) as old:
-        assert old.request("GET", "/name").text() == "A"
+        r = old.request("GET", "/name")
+        assert r.text() == "A" and r.header("Connection") is None
         g.reload(cfg("b"))
         gw.wait_until(lambda: name_via_new_conn(g) == "B", timeout=5, what="route to B")
-        assert old.request("GET", "/name").text() == "A"
+        r = old.request("GET", "/name")
+        assert r.text() == "A"
+        assert r.header("Connection") == "close"
+        old.wait_closed(3)
 
 
 def test_sighup_bad_file_keeps_old_config(two):

@@ -419,6 +419,22 @@ static int trusted(const struct gw_config *c, const char *ip)
     return gw_config_is_trusted(c, (const struct sockaddr *)&ss);
 }
 
+Test(config, resolver_nameservers_normalised)
+{
+    struct gw_config *c = load_ok(LS UP RT "resolver:\n  nameservers: [\"10.0.0.2\", "
+                                           "\"127.0.0.1:5353\", \"::1\", \"[::1]:5300\"]\n");
+
+    cr_assert_eq(c->resolver.nnameservers, 4);
+    cr_expect_str_eq(c->resolver.nameservers[0], "10.0.0.2:53");
+    cr_expect_str_eq(c->resolver.nameservers[1], "127.0.0.1:5353");
+    cr_expect_str_eq(c->resolver.nameservers[2], "[::1]:53");
+    cr_expect_str_eq(c->resolver.nameservers[3], "[::1]:5300");
+    gw_config_unref(c);
+    c = load_ok(LS UP RT);
+    cr_expect_eq(c->resolver.nnameservers, 0, "default: /etc/resolv.conf");
+    gw_config_unref(c);
+}
+
 Test(config, is_trusted)
 {
     struct gw_config *c = load_ok(LS UP RT "trusted_proxies: [\"10.1.2.3/8\", \"192.168.1.7\", "
@@ -660,6 +676,13 @@ static const struct bad_case bad_cases[] = {
     {LS "trusted_proxies: [\"10.0.0.0/\"]\n" UP RT,
      "t.yaml:3:19: trusted_proxies[0]: invalid CIDR '10.0.0.0/' "
      "(expected ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.0/8)"},
+    /* resolver */
+    {LS "resolver: { nameservers: [\"dns.local:53\"] }\n" UP RT,
+     "t.yaml:3:27: resolver.nameservers[0]: invalid name server 'dns.local:53' "
+     "(expected IP, IP:PORT or [IPv6]:PORT)"},
+    {LS "resolver: { nameservers: [\"127.0.0.1:0\"] }\n" UP RT,
+     "t.yaml:3:27: resolver.nameservers[0]: invalid name server '127.0.0.1:0' "
+     "(expected IP, IP:PORT or [IPv6]:PORT)"},
     /* sizes, durations, numbers, booleans, enumerations */
     {LS "limits: { body_bytes: 10x }\n" UP RT,
      "t.yaml:3:23: limits.body_bytes: invalid size '10x' (examples: 512, 16k, 10m, 1g)"},
