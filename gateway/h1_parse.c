@@ -421,6 +421,21 @@ static int field_line(const char *p, const char *end, int ws_before_colon, struc
 
 /* Parses field lines up to and including the empty line. Returns 0 with |*pp| past it,
  * H1_INCOMPLETE, or an error. */
+/* Transfer-Encoding rules shared by requests and responses. RFC 9112 §6.1: TE in 1.0 is
+ * faulty framing; §6.3 (3): TE together with CL is how requests are smuggled. */
+static int check_te_framing(const struct fields *f, int minor, const char **err)
+{
+    if (!f->te_seen)
+        return 0;
+    if (minor == 0)
+        return fail(err, "Transfer-Encoding in HTTP/1.0", H1_E_BAD);
+    if (f->cl_seen)
+        return fail(err, "Content-Length with Transfer-Encoding", H1_E_BAD);
+    if (f->te_codings == 0)
+        return fail(err, "empty Transfer-Encoding", H1_E_BAD);
+    return 0;
+}
+
 static int parse_fields(const char **pp, const char *end, struct h1_header *hdrs, struct fields *f,
                         const char **err)
 {
@@ -598,15 +613,9 @@ int h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
         return rc;
     out->nheaders = f.n;
 
-    if (f.te_seen) {
-        /* RFC 9112 §6.1: TE in 1.0 is faulty framing; §6.3 (3): TE with CL is smuggling. */
-        if (out->minor == 0)
-            return fail(err, "Transfer-Encoding in HTTP/1.0", H1_E_BAD);
-        if (f.cl_seen)
-            return fail(err, "Content-Length with Transfer-Encoding", H1_E_BAD);
-        if (f.te_codings == 0)
-            return fail(err, "empty Transfer-Encoding", H1_E_BAD);
-    }
+    rc = check_te_framing(&f, out->minor, err);
+    if (rc != 0)
+        return rc;
     if (out->minor == 1 && f.host_count == 0)
         return fail(err, "missing Host", H1_E_BAD);
     if (f.te_seen) {
@@ -698,14 +707,9 @@ int h1_parse_response(const char *buf, size_t len, const struct h1_limits *lim,
     out->nheaders = f.n;
 
     /* As a proxy we must not guess at framing the next hop might read differently. */
-    if (f.te_seen) {
-        if (out->minor == 0)
-            return fail(err, "Transfer-Encoding in HTTP/1.0", H1_E_BAD);
-        if (f.cl_seen)
-            return fail(err, "Content-Length with Transfer-Encoding", H1_E_BAD);
-        if (f.te_codings == 0)
-            return fail(err, "empty Transfer-Encoding", H1_E_BAD);
-    }
+    rc = check_te_framing(&f, out->minor, err);
+    if (rc != 0)
+        return rc;
     out->content_length = f.cl;
     out->keep_alive = !f.conn_close && (out->minor == 1 || f.conn_keep_alive);
     /* RFC 9112 §6.3, in order */

@@ -212,6 +212,17 @@ static char *put(char *w, const char *s, size_t n)
 #define PUT_LIT(w, lit) put((w), (lit), sizeof(lit) - 1)
 #define PUT_SLICE(w, sl) put((w), (sl).p, (sl).len)
 
+/* Writes "NAME: value\r\n" (|prefix| holds "NAME: ") unless |v| is empty. */
+static char *put_field(char *w, const char *prefix, size_t plen, struct gw_slice v)
+{
+    if (v.len == 0)
+        return w;
+    w = put(w, prefix, plen);
+    w = PUT_SLICE(w, v);
+    return PUT_LIT(w, "\r\n");
+}
+#define PUT_FIELD(w, lit, v) put_field((w), (lit), sizeof(lit) - 1, (v))
+
 /* Logs one failure of |x| on |srv|: "upstream NAME server ADDR: WHAT[ (ERRNO)][, retrying]". */
 static void log_failure(const struct gw_exchange *x, const struct hu_server *srv, const char *what,
                         int err, int retrying)
@@ -499,31 +510,11 @@ static int write_head(struct hu_conn *c)
         w = PUT_SLICE(w, h->value);
         w = PUT_LIT(w, "\r\n");
     }
-    if (f->xff.len != 0) {
-        w = PUT_LIT(w, "X-Forwarded-For: ");
-        w = PUT_SLICE(w, f->xff);
-        w = PUT_LIT(w, "\r\n");
-    }
-    if (f->proto.len != 0) {
-        w = PUT_LIT(w, "X-Forwarded-Proto: ");
-        w = PUT_SLICE(w, f->proto);
-        w = PUT_LIT(w, "\r\n");
-    }
-    if (f->fhost.len != 0) {
-        w = PUT_LIT(w, "X-Forwarded-Host: ");
-        w = PUT_SLICE(w, f->fhost);
-        w = PUT_LIT(w, "\r\n");
-    }
-    if (f->forwarded.len != 0) {
-        w = PUT_LIT(w, "Forwarded: ");
-        w = PUT_SLICE(w, f->forwarded);
-        w = PUT_LIT(w, "\r\n");
-    }
-    if (f->request_id.len != 0) {
-        w = PUT_LIT(w, "X-Request-Id: ");
-        w = PUT_SLICE(w, f->request_id);
-        w = PUT_LIT(w, "\r\n");
-    }
+    w = PUT_FIELD(w, "X-Forwarded-For: ", f->xff);
+    w = PUT_FIELD(w, "X-Forwarded-Proto: ", f->proto);
+    w = PUT_FIELD(w, "X-Forwarded-Host: ", f->fhost);
+    w = PUT_FIELD(w, "Forwarded: ", f->forwarded);
+    w = PUT_FIELD(w, "X-Request-Id: ", f->request_id);
     if (r->has_body && r->chunked) {
         w = PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
     } else if (r->has_body || had_cl) {
