@@ -59,6 +59,11 @@ integration: $(BUILD)/gatehouse
 	GATEHOUSE_BIN=$(abspath $(BUILD)/gatehouse) $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  tests/integration
 
+# The app side (adapters/python): its protocol against the shared vectors, gatehouse.wsgi
+# against real uwsgi clients, and its compatibility with Debian's uWSGI.
+python-tests:
+	PYTHONPATH=$(abspath adapters/python) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZLIB)
 	@mkdir -p $(@D)
 	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -I. $(PKGCFLAGS) $^ \
@@ -78,6 +83,7 @@ test:
 	@tools/deps.sh test
 	$(MAKE) all unit
 	$(MAKE) integration
+	$(MAKE) python-tests
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 asan:
@@ -97,5 +103,5 @@ bench:
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all deps unit integration fuzz test asan run bench clean
+.PHONY: all deps unit integration python-tests fuzz test asan run bench clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -5,7 +5,8 @@
 set -eu
 
 build="gcc make pkg-config libevent-dev libnghttp2-dev libssl-dev libyaml-dev zlib1g-dev"
-testpk="libcriterion-dev clang libclang-rt-14-dev curl python3-pytest python3-flask gunicorn python3-httpx"
+testpk="libcriterion-dev clang libclang-rt-14-dev curl python3-pytest python3-flask gunicorn python3-httpx
+        uwsgi uwsgi-plugin-python3"
 run="gunicorn python3-flask curl"
 bench="nginx wrk valgrind strace"
 
