@@ -173,6 +173,17 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
     gw_conn_leave(c);
 }
 
+void gw_conn_adopt_snapshot(struct gw_conn *c)
+{
+    struct gw_wsnap *old = c->snap;
+
+    c->snap = gw_wsnap_ref(c->w->snap);
+    gw_wsnap_unref(old);
+    /* trusted_proxies and the send timeout may have changed with it. */
+    gw_client_init(&c->client, (const struct sockaddr *)&c->peer, c->snap->cfg);
+    gw_stream_set_write_timeout(&c->st, c->snap->cfg->timeouts.send_ms);
+}
+
 void gw_conn_close_after_write(struct gw_conn *c)
 {
     gw_stream_read(&c->st, 0);

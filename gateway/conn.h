@@ -52,6 +52,10 @@ void gw_conn_close(struct gw_conn *c);
  * while, so the client reads the response instead of a reset (lingering close). */
 void gw_conn_close_after_write(struct gw_conn *c);
 
+/* Moves |c| to its worker's current configuration snapshot (between requests, after a
+ * reload). */
+void gw_conn_adopt_snapshot(struct gw_conn *c);
+
 /* Sets the deadline (absolute, monotonic ms; 0 clears). Cheap: the timer re-arms lazily. */
 void gw_conn_set_deadline(struct gw_conn *c, uint64_t deadline_ms);
 

@@ -117,10 +117,8 @@ static void finish(struct gw_conn *c)
     h->x = NULL;
     if (x->up != NULL)
         gw_exchange_cancel(x);
-    /* Unread request body makes the connection unusable: we cannot find the next request.
-     * A connection of an older configuration closes after its request, so a reload reaches
-     * every client within one request. */
-    if (!h->req_done || c->w->draining || c->snap != c->w->snap)
+    /* Unread request body makes the connection unusable: we cannot find the next request. */
+    if (!h->req_done || c->w->draining)
         h->keep_alive = 0;
     gw_exchange_free(x);
     gw_stream_set_read_timeout(&c->st, 0);
@@ -187,6 +185,12 @@ static int parse_head(struct gw_conn *c)
 
     if (len == 0)
         return 0;
+    if (c->snap != c->w->snap) {
+        /* Reloaded since this connection's last request: its next one uses the new
+         * configuration (the exchange in flight kept its own reference to the old one). */
+        gw_conn_adopt_snapshot(c);
+        cfg = conn_cfg(c);
+    }
     lim.header_bytes = cfg->limits.header_bytes;
     lim.headers = cfg->limits.headers;
     lim.target_bytes = cfg->limits.target_bytes;
@@ -350,6 +354,7 @@ static void process(struct gw_conn *c)
              * queued here: take no new request until it drains (gw_h1_on_drain). */
             h->out_blocked = 1;
             gw_stream_read(&c->st, 0);
+            gw_conn_set_deadline(c, 0); /* the send timeout governs a client that reads slowly */
             break;
         }
         if (h->state == GW_H1_HEAD)
@@ -395,8 +400,22 @@ void gw_h1_on_drain(struct gw_conn *c)
     if (h->out_blocked && x == NULL) {
         h->out_blocked = 0;
         gw_stream_read(&c->st, 1);
+        if (evbuffer_get_length(c->st.in) == 0)
+            gw_conn_set_deadline(c, gw_now_ms() + conn_cfg(c)->timeouts.idle_ms);
         process(c);
     }
+}
+
+/* Closes an idle connection, after the responses still queued for a slow reader. */
+static void close_when_written(struct gw_conn *c)
+{
+    if (evbuffer_get_length(c->st.out) == 0 && !c->h1.out_blocked) {
+        gw_conn_close(c);
+        return;
+    }
+    c->h1.keep_alive = 0;
+    c->h1.state = GW_H1_CLOSING;
+    gw_conn_close_after_write(c);
 }
 
 void gw_h1_on_deadline(struct gw_conn *c)
@@ -409,7 +428,7 @@ void gw_h1_on_deadline(struct gw_conn *c)
                    evbuffer_get_length(c->st.in));
             return;
         }
-        gw_conn_close(c); /* idle keep-alive, or a connection that never sent a byte */
+        close_when_written(c); /* idle keep-alive, or a connection that never sent a byte */
         return;
     }
     if (h->state == GW_H1_BODY && h->x != NULL) {
@@ -448,7 +467,7 @@ void gw_h1_drain(struct gw_conn *c)
      * reset the client; it gets its one response (with Connection: close) instead. */
     if (h->state == GW_H1_HEAD && h->x == NULL && h->requests > 0 && !h->head_started &&
         evbuffer_get_length(c->st.in) == 0)
-        gw_conn_close(c);
+        close_when_written(c);
 }
 
 /* --- the exchange's downstream side --- */
@@ -462,7 +481,7 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
     size_t need = 160, n;
     char *p;
 
-    if (!h->req_done || c->w->draining || c->snap != c->w->snap)
+    if (!h->req_done || c->w->draining)
         h->keep_alive = 0;
     h->resp_chunked = 0;
     h->resp_close = 0;

@@ -71,6 +71,7 @@ struct hu_server {
     unsigned inflight;                  /* exchanges bound to a connection of this server */
     unsigned fails;                     /* consecutive failures */
     uint64_t down_until;                /* gw_now_ms() before which it is skipped; 0 = up */
+    unsigned addr_gen;                  /* bumped when the resolved address set changes */
     struct hu_conn *idle;               /* idle keep-alive connections, most recent first */
     size_t nidle;
     unsigned mark;                      /* scratch for selection: tried by this exchange */
@@ -125,6 +126,7 @@ struct hu_conn {
     struct gw_exchange *x;              /* NULL unless bound */
     uint64_t served;                    /* responses completed on it */
     uint64_t rto_ms;                    /* the stream's read timeout as last set */
+    unsigned addr_gen;                  /* srv->addr_gen when it was opened */
     unsigned fresh : 1;                 /* opened for the current exchange, never reused */
     unsigned connecting : 1;
     unsigned idle : 1;
@@ -373,6 +375,7 @@ static struct hu_conn *conn_open(struct hu_server *srv, int *err)
     struct hu_conn *c = gw_xcalloc(1, sizeof *c);
 
     c->srv = srv;
+    c->addr_gen = srv->addr_gen;
     c->fresh = 1;
     c->connecting = 1;
     if (gw_stream_connect(&c->s, p->base, (const struct sockaddr *)&a->ss, a->len,
@@ -840,6 +843,9 @@ static void conn_finish(struct hu_conn *c)
 
     c->served++;
     if (u->keepalive_requests != 0 && c->served >= u->keepalive_requests)
+        reuse = 0;
+    /* Busy while its server's name moved: it still goes to where the service was. */
+    if (c->addr_gen != c->srv->addr_gen)
         reuse = 0;
     c->job.tr = NULL;
     conn_unbind(c);
@@ -1411,6 +1417,11 @@ static void lookup_on_result(int result, struct evutil_addrinfo *res, void *arg)
                         p->u->name, srv->conf->address, srv->conf->host, srv->nidle);
             while (srv->idle != NULL)
                 conn_close(srv->idle);
+            /* Busy ones are retired when they finish; the old address's failures say
+             * nothing about the new one. */
+            srv->addr_gen++;
+            srv->fails = 0;
+            srv->down_until = 0;
         }
         free(srv->addrs);
         srv->addrs = gw_xmalloc(n * sizeof *srv->addrs);

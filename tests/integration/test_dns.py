@@ -7,10 +7,11 @@ whose answer the test changes."""
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
-from gw import free_port, get, upstream_conf, wait_until
+from gw import Conn, build_request, free_port, get, upstream_conf, wait_until
 
 
 class FakeDNS:
@@ -130,3 +131,22 @@ def test_name_is_re_resolved_periodically(harness, dns):
 
     wait_until(moved, timeout=10, interval=0.3, what="requests to follow the new address")
     assert a.proc.poll() is None and b.proc.poll() is None
+
+
+def test_connection_busy_while_the_name_moved_is_not_reused(harness, dns):
+    """A connection in use when the answer changes finishes its request, then is retired:
+    the next request goes to the new address, not to the old one over that connection."""
+    port = free_port()
+    harness.upstream("A", port=port, host="127.0.0.1")
+    harness.upstream("B", port=port, host="127.0.0.2")
+    g = harness.gateway({"web": upstream_conf(["app.test:%d" % port], resolve="1s")},
+                        workers=1, resolver={"nameservers": ["127.0.0.1:%d" % dns.port]})
+    wait_until(lambda: (lambda x: x if x.status == 200 else None)(get(g.port, "/name")),
+               timeout=5, what="first 200")
+    with Conn(g.port) as c:
+        c.send(build_request("GET", "/slow?ms=2500"))
+        time.sleep(0.3)
+        dns.address = "127.0.0.2"
+        r = c.read_response(timeout=10)
+        assert r.status == 200 and r.header("X-Upstream-Name") == "A"
+        assert c.request("GET", "/name").header("X-Upstream-Name") == "B"

@@ -204,3 +204,86 @@ def test_out_of_file_descriptors_pauses_accepting(harness, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def tx_queue(local_port, remote_port):
+    """Bytes the kernel holds unsent on the gateway's socket (local_port -> remote_port)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            lp = int(fields[1].split(":")[1], 16)
+            rp = int(fields[2].split(":")[1], 16)
+            if lp == local_port and rp == remote_port:
+                return int(fields[4].split(":")[0], 16)
+    return 0
+
+
+def test_sigterm_does_not_drop_responses_queued_for_a_slow_reader(harness):
+    """Responses finished but still queued in the gateway for a client that reads slowly are
+    delivered before a drained connection closes. One request at a time (each logged before
+    the next is sent), never reading, until the kernel's send queue stops growing: the last
+    responses then wait in the gateway with no request pending. Then SIGTERM."""
+    a = harness.upstream("A")
+    g = harness.gateway({"web": upstream_conf([a.addr])}, workers=1,
+                        shutdown={"timeout": "10s"},
+                        log={"access_buffer": "1k", "access_flush": "1ms"})
+    size = 16000
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", g.port))
+    me = s.getsockname()[1]
+    sent, last, steady = 0, -1, 0
+    while sent < 2000 and steady < 2:
+        sent += 1
+        s.sendall(build_request("GET", "/bytes?n=%d&k=%d" % (size, sent)))
+        k = sent
+        g.wait_access(lambda e: e.get("target", "").endswith("&k=%d" % k), timeout=5)
+        q = tx_queue(g.port, me)
+        steady = steady + 1 if (q == last and q > 0) else 0
+        last = q
+    assert steady >= 2, "the kernel send queue never filled"
+    g.signal(signal.SIGTERM)
+    s.settimeout(10)
+    data = bytearray()
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    complete = data.count(b"HTTP/1.1 200 OK")
+    assert complete == sent, "%d of %d responses delivered (%d bytes)" % (complete, sent,
+                                                                          len(data))
+    head_len = data.index(b"\r\n\r\n") + 4
+    assert len(data) == sent * (head_len + size), "the last response was cut"
+    assert g.wait_exit(10) == 0
+
+
+def test_output_blocked_pipelining_client_is_not_timed_out_as_idle(harness):
+    """A client whose pipelined requests wait because it does not read is not answered 408 by
+    the idle or header clock when it pauses longer than timeouts.idle."""
+    a = harness.upstream("A")
+    g = harness.gateway({"web": upstream_conf([a.addr])}, workers=1,
+                        timeouts={"idle": "1s", "header": "1s"})
+    n, size = 3000, 3000
+    s = socket.create_connection(("127.0.0.1", g.port))
+    sender = threading.Thread(
+        target=lambda: s.sendall(build_request("GET", "/bytes?n=%d" % size) * n), daemon=True)
+    sender.start()
+    time.sleep(3)  # longer than timeouts.idle and timeouts.header
+    got, buf = 0, b""
+    s.settimeout(30)
+    while got < n:
+        data = s.recv(1 << 20)
+        assert data, "connection closed after %d responses" % got
+        buf += data
+        while True:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0 or len(buf) < i + 4 + size:
+                break
+            assert buf.startswith(b"HTTP/1.1 200"), buf[:120]
+            buf = buf[i + 4 + size:]
+            got += 1
+    sender.join(10)
+    s.close()
+    assert got == n

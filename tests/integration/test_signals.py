@@ -137,9 +137,9 @@ def test_sighup_good_file_changes_route(two):
     assert g.alive()
 
 
-def test_sighup_existing_connection_keeps_old_config(two):
-    """A connection accepted before the reload finishes its next request on the old snapshot,
-    then closes (Connection: close), so the reload reaches its client on reconnect."""
+def test_sighup_existing_connection_moves_to_new_config(two):
+    """A request in flight finishes on the old snapshot; the next request on the same
+    keep-alive connection already uses the new one, and the connection stays open."""
     g, cfg = two
     with Conn(g.port) as old:
         r = old.request("GET", "/name")
@@ -147,9 +147,20 @@ def test_sighup_existing_connection_keeps_old_config(two):
         g.reload(cfg("b"))
         gw.wait_until(lambda: name_via_new_conn(g) == "B", timeout=5, what="route to B")
         r = old.request("GET", "/name")
-        assert r.text() == "A"
-        assert r.header("Connection") == "close"
-        old.wait_closed(3)
+        assert r.text() == "B"
+        assert r.header("Connection") is None
+        assert old.request("GET", "/name").text() == "B"
+
+
+def test_sighup_request_in_flight_finishes_on_old_config(two):
+    g, cfg = two
+    with Conn(g.port) as c:
+        c.send(build_request("GET", "/slow?ms=800"))
+        time.sleep(0.2)
+        g.reload(cfg("b"))
+        r = c.read_response(timeout=5)
+        assert r.status == 200 and r.header("X-Upstream-Name") == "A"
+        assert c.request("GET", "/name").text() == "B"
 
 
 def test_sighup_bad_file_keeps_old_config(two):
