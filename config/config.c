@@ -26,6 +26,7 @@
 #define VAR_NAME_MAX 255
 #define PATH_LEN 256  /* key paths in messages; longer ones are truncated */
 #define SHOW_LEN 72   /* values quoted in messages; longer ones are cut */
+#define PATH_MAX_DIR 1000 /* buffer.dir */
 #define MAX_FIELDS 12 /* keys of the widest fixed mapping */
 
 #define KIB ((uint64_t)1 << 10)
@@ -1175,9 +1176,13 @@ static int parse_protocol(struct loader *l, const struct node *v, const char *pa
 
     if (get_str(l, v, path, &s, &len))
         return -1;
-    if (strcmp(s, "http") != 0)
-        return fail(l, v, path, "unknown protocol '%s' (supported: http)", show(vb, s, len));
-    u->protocol = GW_PROTO_HTTP;
+    if (strcmp(s, "http") == 0)
+        u->protocol = GW_PROTO_HTTP;
+    else if (strcmp(s, "uwsgi") == 0)
+        u->protocol = GW_PROTO_UWSGI;
+    else
+        return fail(l, v, path, "unknown protocol '%s' (supported: http, uwsgi)",
+                    show(vb, s, len));
     return 0;
 }
 
@@ -1237,11 +1242,57 @@ static int parse_servers(struct loader *l, const struct node *v, const char *pat
         return -1;
     u->servers = gw_xcalloc(v->nkids, sizeof *u->servers);
     for (const struct node *e = v->first; e != NULL; e = e->next, i++) {
+        const struct gw_server_conf *sv = &u->servers[u->nservers];
+
         join_idx(p, path, i);
         if (parse_server(l, e, p, &u->servers[u->nservers++]))
             return -1;
+        /* The uwsgi driver has no resolver yet ("protocol" is parsed before "servers"). */
+        if (u->protocol == GW_PROTO_UWSGI && sv->unix_path == NULL && !sv->numeric)
+            return fail(l, e, p,
+                        "host names are not supported for uwsgi servers yet (use an IP address "
+                        "or unix:/path)");
     }
     return 0;
+}
+
+static int parse_buffer_dir(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_upstream_conf *u = base;
+    const char *s;
+    size_t len;
+
+    if (get_str(l, v, path, &s, &len))
+        return -1;
+    if (len == 0 || s[0] != '/')
+        return fail(l, v, path, "buffer directory must be an absolute path");
+    /* mkstemp() appends "/gatehouse-XXXXXX" to it. */
+    if (len > PATH_MAX_DIR)
+        return fail(l, v, path, "buffer directory path too long (limit %d bytes)",
+                    PATH_MAX_DIR);
+    free(u->buffer_dir);
+    u->buffer_dir = gw_xstrndup(s, len);
+    return 0;
+}
+
+static const struct field buffer_fields[] = {
+    {.key = "memory",
+     .kind = F_SIZE,
+     AT(struct gw_upstream_conf, buffer_memory),
+     .min = 0,
+     .max = (uint64_t)1 << 30},
+    {.key = "dir", .kind = F_FN, .fn = parse_buffer_dir},
+};
+
+static int parse_buffer(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_upstream_conf *u = base;
+
+    /* "protocol" is parsed before "buffer". */
+    if (u->protocol != GW_PROTO_UWSGI)
+        return fail(l, v, path,
+                    "buffer applies to uwsgi upstreams only (http upstreams stream both ways)");
+    return walk_map(l, v, path, buffer_fields, GW_ARRAY_LEN(buffer_fields), base);
 }
 
 static const char *const balance_names[] = {"round_robin", "least_outstanding"};
@@ -1303,6 +1354,7 @@ static const struct field health_fields[] = {
 static const struct field upstream_fields[] = {
     {.key = "protocol", .kind = F_FN, .fn = parse_protocol},
     {.key = "servers", .kind = F_FN, .required = 1, .fn = parse_servers},
+    {.key = "buffer", .kind = F_FN, .fn = parse_buffer},
     {.key = "balance",
      .kind = F_ENUM,
      AT(struct gw_upstream_conf, balance),
@@ -1377,10 +1429,13 @@ static int parse_upstreams(struct loader *l, const struct node *v, const char *p
         u->health_fails = 3;
         u->health_cooldown_ms = 10 * MS_S;
         u->resolve_ms = 30 * MS_S;
+        u->buffer_memory = 1024 * 1024;
         u->index = i;
         join(p, path, k->str, k->len);
         if (walk_map(l, k->next, p, upstream_fields, GW_ARRAY_LEN(upstream_fields), u))
             return -1;
+        if (u->buffer_dir == NULL)
+            u->buffer_dir = gw_xstrndup("/tmp", 4);
     }
     return 0;
 }
@@ -1660,6 +1715,7 @@ static void config_free(struct gw_config *c)
             free(u->servers[j].unix_path);
         }
         free(u->servers);
+        free(u->buffer_dir);
         free(u->name);
     }
     free(c->upstreams);

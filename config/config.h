@@ -13,7 +13,7 @@ enum gw_log_level { GW_LOG_DEBUG = 0, GW_LOG_INFO, GW_LOG_WARN, GW_LOG_ERROR };
 
 enum gw_access_format { GW_ACCESS_OFF = 0, GW_ACCESS_JSON };
 
-enum gw_protocol { GW_PROTO_HTTP = 0 };
+enum gw_protocol { GW_PROTO_HTTP = 0, GW_PROTO_UWSGI };
 
 enum gw_balance { GW_BALANCE_ROUND_ROBIN = 0, GW_BALANCE_LEAST_OUTSTANDING };
 
@@ -50,6 +50,9 @@ struct gw_upstream_conf {
     unsigned health_fails;        /* health.fails: consecutive failures before cooldown, 3 */
     uint64_t health_cooldown_ms;  /* health.cooldown, 10s */
     uint64_t resolve_ms;          /* resolve: host name re-resolution interval, 30s */
+    size_t buffer_memory;         /* buffer.memory (uwsgi): bytes of a request or response body
+                                     held in memory before the rest spills to a file, 1m */
+    char *buffer_dir;             /* buffer.dir (uwsgi): where spill files are made, "/tmp" */
     size_t index;                 /* position in gw_config.upstreams */
 };
 

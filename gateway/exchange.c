@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "adapters/http/http_upstream.h"
+#include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/log.h"
 #include "gateway/router.h"
 #include "gateway/worker.h"
@@ -57,10 +58,12 @@ void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struc
     memset(cl, 0, sizeof *cl);
     strcpy(cl->ip, "unknown");
     if (sa->sa_family == AF_INET) {
+        cl->port = ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
         inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, cl->ip,
                   sizeof cl->ip);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        cl->port = ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
         /* Show an IPv4-mapped peer as the IPv4 address it is. */
         if (IN6_IS_ADDR_V4MAPPED(a)) {
             inet_ntop(AF_INET, &a->s6_addr[12], cl->ip, sizeof cl->ip);
@@ -222,6 +225,7 @@ static void compute_forwarded(struct gw_exchange *x, const struct gw_client *cl,
 
     f->trusted = cl->trusted;
     f->client_ip = put(cur, cl->ip, cl->iplen);
+    f->client_port = cl->port;
 
     f->xff.p = *cur;
     if (f->trusted && join_fields(q, "X-Forwarded-For", 15, cur).len > 0)
@@ -323,7 +327,8 @@ int gw_exchange_start(struct gw_exchange *x)
         x->error = "upstream pool unavailable (out of memory at reload)";
         return 503;
     }
-    x->up = &gw_http_upstream_ops;
+    x->up = route->upstream->protocol == GW_PROTO_UWSGI ? &gw_uwsgi_upstream_ops
+                                                        : &gw_http_upstream_ops;
     x->up->start(x);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The exchange: one request and its response, the one object between a downstream session
- * (h1 today, h2 later) and an upstream driver (http today; uwsgi and asgi later). Both sides
+ * (h1 today, h2 later) and an upstream driver (http and uwsgi today; asgi later). Both sides
  * see the same small set of calls whichever protocol is on the other side. */
 #ifndef GW_EXCHANGE_H
 #define GW_EXCHANGE_H
@@ -47,6 +47,7 @@ struct gw_client {
     char ip[INET6_ADDRSTRLEN];   /* the address as text; an IPv4-mapped one shows as IPv4;
                                     "unknown" when not IP (unix socket) */
     size_t iplen;
+    uint16_t port;               /* the peer's port; 0 when not IP */
     int ipv6;                    /* |ip| is an IPv6 literal (bracketed in Forwarded) */
     int trusted;                 /* in the snapshot's trusted_proxies */
     char fwd_for[INET6_ADDRSTRLEN + 12]; /* the Forwarded "for=" parameter for |ip| */
@@ -62,6 +63,7 @@ struct gw_forwarded {
     int trusted;                 /* the peer is a trusted proxy: incoming X-Forwarded-* and
                                     Forwarded are kept and extended */
     struct gw_slice client_ip;   /* the peer's address as text ("::1", "127.0.0.1") */
+    uint16_t client_port;        /* the peer's port; 0 when not IP */
     struct gw_slice xff;         /* X-Forwarded-For value to send */
     struct gw_slice proto;       /* X-Forwarded-Proto value ("http") */
     struct gw_slice fhost;       /* X-Forwarded-Host value */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "adapters/http/http_upstream.h"
+#include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/conn.h"
 #include "gateway/util.h"
 
@@ -33,8 +34,14 @@ static struct gw_wsnap *wsnap_new(struct gw_worker *w, struct gw_config *cfg)
     s->cfg = cfg;
     s->refs = 1;
     s->pools = gw_xcalloc(cfg->nupstreams, sizeof *s->pools);
-    for (size_t i = 0; i < cfg->nupstreams; i++)
-        s->pools[i] = gw_http_pool_new(w->base, w->dns, &cfg->upstreams[i]);
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const struct gw_upstream_conf *u = &cfg->upstreams[i];
+
+        if (u->protocol == GW_PROTO_UWSGI)
+            s->pools[i] = gw_uwsgi_pool_new(w->base, u);
+        else
+            s->pools[i] = gw_http_pool_new(w->base, w->dns, u);
+    }
     return s;
 }
 
@@ -48,8 +55,12 @@ void gw_wsnap_unref(struct gw_wsnap *s)
 {
     if (s == NULL || --s->refs > 0)
         return;
-    for (size_t i = 0; i < s->cfg->nupstreams; i++)
-        gw_http_pool_free(s->pools[i]);
+    for (size_t i = 0; i < s->cfg->nupstreams; i++) {
+        if (s->cfg->upstreams[i].protocol == GW_PROTO_UWSGI)
+            gw_uwsgi_pool_free(s->pools[i]);
+        else
+            gw_http_pool_free(s->pools[i]);
+    }
     free(s->pools);
     gw_config_unref(s->cfg);
     free(s);

@@ -90,6 +90,8 @@ Test(config, minimal_file_gets_every_default)
     cr_expect_eq(u->health_fails, 3);
     cr_expect_eq(u->health_cooldown_ms, 10000);
     cr_expect_eq(u->resolve_ms, 30000);
+    cr_expect_eq(u->buffer_memory, 1u << 20);
+    cr_expect_str_eq(u->buffer_dir, "/tmp");
     cr_expect_eq(u->index, 0);
     cr_assert_eq(u->nservers, 1);
     cr_expect_str_eq(u->servers[0].address, "127.0.0.1:8001");
@@ -773,8 +775,20 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:7:22: routes[0].match.path: invalid path '/a?b' "
      "(no spaces, control characters, '?' or '#')"},
     /* upstreams */
-    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"a:1\"]\n" RT,
-     "t.yaml:5:15: upstreams.web.protocol: unknown protocol 'uwsgi' (supported: http)"},
+    {LS "upstreams:\n  web:\n    protocol: fcgi\n    servers: [\"a:1\"]\n" RT,
+     "t.yaml:5:15: upstreams.web.protocol: unknown protocol 'fcgi' (supported: http, uwsgi)"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"unix:/a\", \"a:1\"]\n" RT,
+     "t.yaml:6:26: upstreams.web.servers[1]: host names are not supported for uwsgi servers "
+     "yet (use an IP address or unix:/path)"},
+    {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    buffer: { memory: 1m }\n" RT,
+     "t.yaml:6:13: upstreams.web.buffer: buffer applies to uwsgi upstreams only (http "
+     "upstreams stream both ways)"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    buffer: { memory: 2g }\n" RT,
+     "t.yaml:7:23: upstreams.web.buffer.memory: 2g is out of range (0..1g)"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    buffer: { dir: tmp }\n" RT,
+     "t.yaml:7:20: upstreams.web.buffer.dir: buffer directory must be an absolute path"},
     {LS "upstreams:\n  \"my web\":\n    servers: [\"a:1\"]\n" RT,
      "t.yaml:4:3: upstreams: invalid upstream name 'my web' "
      "(letters, digits, '_' and '-' only)"},
@@ -783,6 +797,22 @@ static const struct bad_case bad_cases[] = {
     {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    resolve: 500ms\n" RT,
      "t.yaml:6:14: upstreams.web.resolve: 500ms is out of range (1s..24h)"},
 };
+
+Test(config, uwsgi_upstream)
+{
+    static const char y[] = LS "upstreams:\n  app:\n    protocol: uwsgi\n"
+                               "    servers: [\"unix:/run/app.sock\", \"127.0.0.1:9000\"]\n"
+                               "    buffer: { memory: 64k, dir: /var/tmp }\n"
+                               "routes:\n  - upstream: app\n";
+    struct gw_config *c = load_ok(y);
+    const struct gw_upstream_conf *u = &c->upstreams[0];
+
+    cr_expect_eq(u->protocol, GW_PROTO_UWSGI);
+    cr_expect_eq(u->nservers, 2);
+    cr_expect_eq(u->buffer_memory, 64u << 10);
+    cr_expect_str_eq(u->buffer_dir, "/var/tmp");
+    gw_config_unref(c);
+}
 
 ParameterizedTestParameters(config, refused)
 {

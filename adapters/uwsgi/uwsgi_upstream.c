@@ -1,0 +1,1113 @@
+/* SPDX-License-Identifier: MIT */
+/* The uwsgi upstream driver: buffers the request body, picks the server with the fewest
+ * requests in flight, sends the vars packet and the body, then takes the response off the
+ * worker into a spool (memory, then a temporary file) and feeds the client at its own pace. */
+#include "adapters/uwsgi/uwsgi_upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "adapters/uwsgi/uwsgi_codec.h"
+#include "gateway/h1_parse.h"
+#include "gateway/log.h"
+#include "gateway/stream.h"
+#include "gateway/util.h"
+
+/* Header fields parsed on the stack; a longer response head is parsed again into the heap. */
+#define UW_STACK_HDRS 48
+/* Bytes moved from the spool to the client per step: the client's output stays near
+ * GW_BODY_HIWAT whatever the spool holds. */
+#define UW_FEED_STEP (64 * 1024)
+/* Vars the gateway adds besides one per request header. */
+#define UW_FIXED_VARS 32
+/* The servers an exchange remembers having tried. */
+#define UW_TRIED_BITS 64
+
+static const char R_REFUSED[] = "upstream refused connection";
+static const char R_TIMEOUT[] = "upstream timed out";
+static const char R_CLOSED[] = "upstream closed connection";
+static const char R_INVALID[] = "invalid response from upstream";
+static const char R_MID_CLOSED[] = "upstream closed mid-response";
+static const char R_MID_TIMEOUT[] = "upstream read timed out mid-response";
+static const char R_SPOOL[] = "cannot buffer the body (temporary file)";
+static const char R_VARS[] = "request head too large for uwsgi (vars over 64 KiB)";
+static const char R_NUL[] = "NUL in path";
+
+/* A body held for one side: the first bytes in memory up to |limit|, the rest in an unlinked
+ * temporary file. Bytes go to memory only while the file holds none, so order is kept. */
+struct uw_spool {
+    struct evbuffer *mem;
+    int fd;                 /* -1 until the first spill */
+    uint64_t wpos, rpos;    /* file offsets: written up to, read up to */
+    size_t limit;
+    const char *dir;        /* borrowed from the snapshot */
+};
+
+struct uw_server {
+    const struct gw_server_conf *conf;  /* borrowed from the snapshot */
+    struct sockaddr_storage ss;
+    socklen_t len;                      /* 0: the address could not be made */
+    unsigned inflight;                  /* exchanges connected or connecting in this worker */
+};
+
+/* Owned by the worker's snapshot runtime (see the header). |depth| counts the pool's
+ * callbacks on the stack; gw_uwsgi_pool_free() meanwhile only sets |closing|. */
+struct gw_uwsgi_pool {
+    struct event_base *base;
+    const struct gw_upstream_conf *u;
+    struct uw_server *servers;
+    size_t nservers;
+    size_t rr;                          /* tie-break cursor among equally loaded servers */
+    size_t njobs;
+    unsigned depth;
+    int closing;
+};
+
+enum uw_phase { UP_BODY = 0, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
+
+/* One exchange's state: x->up_ctx while attached. Freed when detached and no callback of it
+ * is on the stack (|refs|). Owns its stream, spools and packet. */
+struct uw_job {
+    struct gw_uwsgi_pool *pool;
+    struct gw_exchange *x;              /* NULL once detached */
+    struct gw_stream s;
+    struct uw_server *srv;              /* counted in srv->inflight while set */
+    struct uw_spool req, resp;
+    struct evbuffer *tmp;               /* one feed step, or a body piece short of the input */
+    uint8_t *packet;                    /* the vars packet, kept until connected */
+    size_t packet_len;
+    uint64_t tried;                     /* bit i: server i was tried */
+    enum uw_phase phase;
+    enum h1_body mode;                  /* response framing once the head is in */
+    uint64_t remaining;                 /* H1_BODY_LENGTH: bytes still to come */
+    unsigned refs;
+    unsigned open : 1;                  /* |s| holds a socket */
+    unsigned dead : 1;                  /* detached: freed when |refs| drops to 0 */
+    unsigned streaming : 1;             /* the response passes through unbuffered */
+    unsigned paused : 1;                /* the downstream asked us to stop */
+    unsigned worker_done : 1;           /* the whole response is in the spool */
+    unsigned req_sent : 1;
+    unsigned in_take : 1, take_again : 1, in_feed : 1;
+};
+
+/* ---- spool ------------------------------------------------------------------------------ */
+
+static int spool_init(struct uw_spool *sp, size_t limit, const char *dir)
+{
+    sp->mem = evbuffer_new();
+    sp->fd = -1;
+    sp->wpos = sp->rpos = 0;
+    sp->limit = limit;
+    sp->dir = dir;
+    return sp->mem != NULL ? 0 : -1;
+}
+
+static void spool_free(struct uw_spool *sp)
+{
+    if (sp->mem != NULL)
+        evbuffer_free(sp->mem);
+    sp->mem = NULL;
+    if (sp->fd >= 0)
+        close(sp->fd);
+    sp->fd = -1;
+}
+
+static uint64_t spool_len(const struct uw_spool *sp)
+{
+    return evbuffer_get_length(sp->mem) + (sp->wpos - sp->rpos);
+}
+
+static int spool_open(struct uw_spool *sp)
+{
+    char path[1100];
+    int n = snprintf(path, sizeof path, "%s/gatehouse-XXXXXX", sp->dir);
+
+    if (n < 0 || (size_t)n >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    sp->fd = mkstemp(path);
+    if (sp->fd < 0)
+        return -1;
+    /* Unlinked at once: the bytes vanish with the descriptor, whatever happens next. */
+    unlink(path);
+    fcntl(sp->fd, F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+/* Moves |n| bytes (at most what it holds) from |src| into |sp|. Returns 0, or -1 with errno. */
+static int spool_add(struct uw_spool *sp, struct evbuffer *src, size_t n)
+{
+    size_t have = evbuffer_get_length(src);
+
+    if (n > have)
+        n = have;
+    if (n == 0)
+        return 0;
+    if (sp->wpos == sp->rpos && evbuffer_get_length(sp->mem) + n <= sp->limit)
+        return evbuffer_remove_buffer(src, sp->mem, n) == (int)n ? 0 : -1;
+    if (sp->fd < 0 && spool_open(sp) != 0)
+        return -1;
+    while (n > 0) {
+        struct evbuffer_iovec v;
+        size_t k;
+        ssize_t w;
+
+        if (evbuffer_peek(src, (ev_ssize_t)n, NULL, &v, 1) < 1)
+            return -1;
+        k = v.iov_len < n ? v.iov_len : n;
+        w = pwrite(sp->fd, v.iov_base, k, (off_t)sp->wpos);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        sp->wpos += (uint64_t)w;
+        evbuffer_drain(src, (size_t)w);
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Moves up to |max| bytes from the front of |sp| to |dst|. Returns the count, or -1. */
+static ev_ssize_t spool_take(struct uw_spool *sp, struct evbuffer *dst, size_t max)
+{
+    size_t m = evbuffer_get_length(sp->mem);
+    struct evbuffer_iovec v;
+    ssize_t r;
+
+    if (m > 0)
+        return evbuffer_remove_buffer(sp->mem, dst, m < max ? m : max);
+    if (sp->wpos == sp->rpos || max == 0)
+        return 0;
+    if (max > UW_FEED_STEP)
+        max = UW_FEED_STEP;
+    if (sp->wpos - sp->rpos < max)
+        max = (size_t)(sp->wpos - sp->rpos);
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)max, &v, 1) < 1)
+        return -1;
+    do
+        r = pread(sp->fd, v.iov_base, max, (off_t)sp->rpos);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return -1;
+    v.iov_len = (size_t)r;
+    evbuffer_commit_space(dst, &v, 1);
+    sp->rpos += (uint64_t)r;
+    if (sp->rpos == sp->wpos) {
+        /* Empty again: memory first from here on; give the disk space back. */
+        sp->rpos = sp->wpos = 0;
+        if (ftruncate(sp->fd, 0) != 0)
+            gw_log_warn("uwsgi: cannot truncate a spool file (%s)", strerror(errno));
+    }
+    return (ev_ssize_t)r;
+}
+
+/* ---- pool and job guards ---------------------------------------------------------------- */
+
+static void pool_destroy(struct gw_uwsgi_pool *p)
+{
+    if (p->njobs != 0)
+        gw_log_error("upstream %s: pool freed with %zu exchanges still attached", p->u->name,
+                     p->njobs);
+    free(p->servers);
+    free(p);
+}
+
+static void job_free(struct uw_job *j)
+{
+    gw_stream_close(&j->s);
+    spool_free(&j->req);
+    spool_free(&j->resp);
+    if (j->tmp != NULL)
+        evbuffer_free(j->tmp);
+    free(j->packet);
+    j->pool->njobs--;
+    free(j);
+}
+
+static void job_enter(struct uw_job *j)
+{
+    j->refs++;
+    j->pool->depth++;
+}
+
+/* Leaves a callback of |j|; nothing of |j| or its pool may be touched after. */
+static void job_leave(struct uw_job *j)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+
+    if (--j->refs == 0 && j->dead)
+        job_free(j);
+    if (--p->depth == 0 && p->closing)
+        pool_destroy(p);
+}
+
+/* Closes the worker connection (the worker sees the close) and frees its server slot. */
+static void close_worker(struct uw_job *j)
+{
+    if (j->open) {
+        gw_stream_close(&j->s);
+        j->open = 0;
+    }
+    if (j->srv != NULL) {
+        j->srv->inflight--;
+        j->srv = NULL;
+    }
+}
+
+static void detach(struct uw_job *j)
+{
+    close_worker(j);
+    j->x = NULL;
+    j->dead = 1;
+}
+
+static void finish(struct uw_job *j)
+{
+    struct gw_exchange *x = j->x;
+
+    detach(j);
+    gw_exchange_resp_end(x, NULL, 0);
+}
+
+static void fail(struct uw_job *j, int status, const char *reason, const char *what, int err)
+{
+    struct gw_exchange *x = j->x;
+
+    gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s server %s: %s%s%s%s", j->pool->u->name,
+               j->srv != NULL ? j->srv->conf->address : "-", what, err ? " (" : "",
+               err ? strerror(err) : "", err ? ")" : "");
+    detach(j);
+    gw_exchange_fail(x, status, reason);
+}
+
+/* ---- the vars packet -------------------------------------------------------------------- */
+
+struct vars_builder {
+    struct uwsgi_var *v;
+    size_t n;
+    char *cur;              /* free space of the arena */
+};
+
+static void var(struct vars_builder *b, const char *key, const char *val, size_t val_len)
+{
+    b->v[b->n++] = (struct uwsgi_var){key, strlen(key), val, val_len};
+}
+
+static void var_slice(struct vars_builder *b, const char *key, struct gw_slice s)
+{
+    var(b, key, s.p, s.len);
+}
+
+static void var_u64(struct vars_builder *b, const char *key, uint64_t v, const char *prefix)
+{
+    char *p = b->cur;
+    size_t n = strlen(prefix);
+
+    memcpy(p, prefix, n);
+    n += gw_fmt_u64(p + n, v, 10);
+    b->cur += n;
+    var(b, key, p, n);
+}
+
+/* Joins the values of every field named |name| into the arena, with |sep| between them. */
+static struct gw_slice join_values(const struct gw_req *q, struct gw_slice name, const char *sep,
+                                   char **cur)
+{
+    struct gw_slice s = {*cur, 0};
+    size_t seplen = strlen(sep);
+
+    for (size_t i = 0; i < q->nheaders; i++) {
+        if (!gw_slice_eq_ci(q->headers[i].name, name.p, name.len))
+            continue;
+        if (s.len > 0) {
+            memcpy(*cur, sep, seplen);
+            *cur += seplen;
+        }
+        memcpy(*cur, q->headers[i].value.p, q->headers[i].value.len);
+        *cur += q->headers[i].value.len;
+        s.len = (size_t)(*cur - s.p);
+    }
+    return s;
+}
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Adds SERVER_NAME and SERVER_PORT from the request's authority. */
+static void server_vars(struct vars_builder *b, const struct gw_exchange *x)
+{
+    struct gw_slice h = x->req.host, name = h, port = {NULL, 0};
+    int https = strcmp(x->scheme, "https") == 0;
+
+    if (h.len > 0 && h.p[0] == '[') {
+        const char *rb = memchr(h.p, ']', h.len);
+        if (rb != NULL) {
+            name.len = (size_t)(rb + 1 - h.p);
+            if ((size_t)(rb + 1 - h.p) < h.len && rb[1] == ':')
+                port = (struct gw_slice){rb + 2, h.len - (size_t)(rb + 2 - h.p)};
+        }
+    } else {
+        const char *colon = h.len > 0 ? memchr(h.p, ':', h.len) : NULL;
+        if (colon != NULL) {
+            name.len = (size_t)(colon - h.p);
+            port = (struct gw_slice){colon + 1, h.len - name.len - 1};
+        }
+    }
+    /* Without a Host the listener's address would do; the exchange does not carry it. */
+    if (name.len == 0)
+        name = (struct gw_slice){"localhost", 9};
+    if (port.len == 0)
+        port = https ? (struct gw_slice){"443", 3} : (struct gw_slice){"80", 2};
+    var_slice(b, "SERVER_NAME", name);
+    var_slice(b, "SERVER_PORT", port);
+}
+
+/* Builds the packet for x into j->packet. Returns 0, or the HTTP status to fail with. */
+static int build_packet(struct uw_job *j, const char **reason)
+{
+    const struct gw_exchange *x = j->x;
+    const struct gw_req *q = &x->req;
+    const struct gw_route_conf *rt = x->route;
+    size_t arena_len = q->path.len + 256, nvars = q->nheaders + UW_FIXED_VARS, size, written;
+    struct vars_builder b;
+    struct gw_slice path = q->path, query = {"", 0}, addr = x->fwd.client_ip;
+    const char *qm;
+    char *arena;
+    int has_nul = 0, rc, peer_addr = 1;
+
+    for (size_t i = 0; i < q->nheaders; i++)
+        arena_len += 2 * (q->headers[i].name.len + 5 + q->headers[i].value.len + 2);
+    arena = gw_xmalloc(arena_len);
+    b.v = gw_xmalloc(nvars * sizeof *b.v);
+    b.n = 0;
+    b.cur = arena;
+
+    qm = memchr(path.p, '?', path.len);
+    if (qm != NULL) {
+        query = (struct gw_slice){qm + 1, path.len - (size_t)(qm + 1 - path.p)};
+        path.len = (size_t)(qm - path.p);
+    }
+    var_slice(&b, "REQUEST_METHOD", q->method);
+    var_slice(&b, "REQUEST_URI", q->target);
+    {
+        size_t n = uwsgi_percent_decode(b.cur, path.p, path.len, &has_nul);
+        var(&b, "PATH_INFO", b.cur, n);
+        b.cur += n;
+    }
+    var_slice(&b, "QUERY_STRING", query);
+    if (rt->strip_prefix && !(rt->path_len == 1 && rt->path[0] == '/'))
+        var(&b, "SCRIPT_NAME", rt->path, rt->path_len);
+    else
+        var(&b, "SCRIPT_NAME", "", 0);
+    var(&b, "SERVER_PROTOCOL", q->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
+    if (q->has_body || spool_len(&j->req) > 0 || q->method.len != 3 ||
+        memcmp(q->method.p, "GET", 3) != 0)
+        var_u64(&b, "CONTENT_LENGTH", spool_len(&j->req), "");
+    /* Behind a trusted proxy the client is the left-most X-Forwarded-For entry. */
+    if (x->fwd.trusted) {
+        const char *comma = memchr(x->fwd.xff.p, ',', x->fwd.xff.len);
+        struct gw_slice first = {x->fwd.xff.p,
+                                 comma != NULL ? (size_t)(comma - x->fwd.xff.p) : x->fwd.xff.len};
+        while (first.len > 0 && (first.p[0] == ' ' || first.p[0] == '\t')) {
+            first.p++;
+            first.len--;
+        }
+        while (first.len > 0 && (first.p[first.len - 1] == ' ' || first.p[first.len - 1] == '\t'))
+            first.len--;
+        if (first.len > 0) {
+            peer_addr = first.len == addr.len && memcmp(first.p, addr.p, addr.len) == 0;
+            addr = first;
+        }
+    }
+    var_slice(&b, "REMOTE_ADDR", addr);
+    if (peer_addr && x->fwd.client_port != 0)
+        var_u64(&b, "REMOTE_PORT", x->fwd.client_port, "");
+    server_vars(&b, x);
+    var(&b, "REQUEST_SCHEME", x->scheme, strlen(x->scheme));
+    if (strcmp(x->scheme, "https") == 0)
+        var(&b, "HTTPS", "on", 2);
+
+    for (size_t i = 0; i < q->nheaders; i++) {
+        struct gw_slice name = q->headers[i].name;
+        size_t k, vn;
+        int seen = 0;
+        char *key;
+
+        if (gw_exchange_drop_header(x, name) || GW_SLICE_EQ_LIT(name, "Content-Length"))
+            continue;
+        for (k = 0; k < i && !seen; k++)
+            seen = gw_slice_eq_ci(q->headers[k].name, name.p, name.len);
+        if (seen)
+            continue; /* joined with its first occurrence */
+        key = b.cur;
+        vn = uwsgi_header_var(key, name.len + 5, name.p, name.len);
+        if (vn == 0)
+            continue; /* an underscore or other odd byte: dropped */
+        b.cur += vn;
+        {
+            struct gw_slice val =
+                join_values(q, name, GW_SLICE_EQ_LIT(name, "Cookie") ? "; " : ", ", &b.cur);
+            b.v[b.n++] = (struct uwsgi_var){key, vn, val.p, val.len};
+        }
+    }
+    var_slice(&b, "HTTP_X_FORWARDED_FOR", x->fwd.xff);
+    var_slice(&b, "HTTP_X_FORWARDED_PROTO", x->fwd.proto);
+    if (x->fwd.fhost.len > 0)
+        var_slice(&b, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
+    var_slice(&b, "HTTP_FORWARDED", x->fwd.forwarded);
+    var_slice(&b, "HTTP_X_REQUEST_ID", x->fwd.request_id);
+    var_u64(&b, "HTTP_X_REQUEST_START", wall_us(), "t=");
+
+    rc = 0;
+    if (has_nul) {
+        *reason = R_NUL;
+        rc = 400;
+    } else if (uwsgi_vars_size(b.v, b.n, &size) != UWSGI_OK) {
+        *reason = R_VARS;
+        rc = 431;
+    } else {
+        j->packet = gw_xmalloc(UWSGI_HDR_LEN + size);
+        if (uwsgi_encode(j->packet, UWSGI_HDR_LEN + size, 0, 0, b.v, b.n, &written) !=
+            UWSGI_OK) {
+            *reason = R_VARS;
+            rc = 431;
+        } else {
+            j->packet_len = written;
+        }
+    }
+    free(b.v);
+    free(arena);
+    return rc;
+}
+
+/* ---- connecting ------------------------------------------------------------------------- */
+
+static void on_read(struct gw_stream *s, void *arg);
+static void on_drain(struct gw_stream *s, void *arg);
+static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg);
+
+/* The untried server with the fewest exchanges in flight; ties go round the cursor. */
+static struct uw_server *pick(struct uw_job *j, size_t *idx)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+    struct uw_server *best = NULL;
+
+    for (size_t k = 0; k < p->nservers; k++) {
+        size_t i = (p->rr + k) % p->nservers;
+        struct uw_server *srv = &p->servers[i];
+
+        if (srv->len == 0 || (i < UW_TRIED_BITS && (j->tried >> i & 1)))
+            continue;
+        if (best == NULL || srv->inflight < best->inflight) {
+            best = srv;
+            *idx = i;
+        }
+    }
+    if (best != NULL)
+        p->rr = (*idx + 1) % p->nservers;
+    return best;
+}
+
+/* Connects to the next server; when none is left fails x with |status| and |reason| (the
+ * failure that led here), or 502 when nothing could be tried at all. */
+static void connect_next(struct uw_job *j, int status, const char *reason)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+    struct gw_exchange *x = j->x;
+
+    for (size_t attempt = 0; attempt <= p->nservers; attempt++) {
+        size_t idx = 0;
+        struct uw_server *srv = pick(j, &idx);
+
+        if (srv == NULL)
+            break;
+        if (idx < UW_TRIED_BITS)
+            j->tried |= (uint64_t)1 << idx;
+        x->server = srv->conf->address;
+        if (gw_stream_connect(&j->s, p->base, (const struct sockaddr *)&srv->ss, srv->len,
+                              p->u->connect_ms, on_read, on_drain, on_event, j) != 0) {
+            int err = errno;
+            gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s server %s: connect failed (%s)",
+                       p->u->name, srv->conf->address, strerror(err));
+            status = 502;
+            reason = R_REFUSED;
+            continue;
+        }
+        j->open = 1;
+        j->srv = srv;
+        srv->inflight++;
+        j->s.lowat = GW_BODY_HIWAT / 2;
+        j->phase = UP_CONNECT;
+        return;
+    }
+    gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: no server left to try", p->u->name);
+    detach(j);
+    gw_exchange_fail(x, status, reason);
+}
+
+/* The whole request body is in the spool: build the packet and connect. */
+static void dispatch(struct uw_job *j)
+{
+    const char *reason = NULL;
+    int status;
+
+    j->phase = UP_CONNECT;
+    status = build_packet(j, &reason);
+    if (status != 0) {
+        struct gw_exchange *x = j->x;
+        gw_log_ctx(GW_LOG_INFO, x->log_ctx, "upstream %s: %s", j->pool->u->name, reason);
+        detach(j);
+        gw_exchange_fail(x, status, reason);
+        return;
+    }
+    if (j->x->timed && j->x->up_start_ms == 0)
+        j->x->up_start_ms = gw_now_ms();
+    connect_next(j, 502, R_REFUSED);
+}
+
+/* Takes what the client sent so far into the request spool; dispatches once it is whole. */
+static void take_body(struct uw_job *j)
+{
+    struct gw_exchange *x;
+
+    if (j->in_take) {
+        j->take_again = 1; /* req_drained() read more of the client and called back */
+        return;
+    }
+    j->in_take = 1;
+    do {
+        size_t n;
+
+        j->take_again = 0;
+        x = j->x;
+        if (x == NULL || x->req_body == NULL)
+            break;
+        n = evbuffer_get_length(x->req_body);
+        if (n == 0)
+            break;
+        if (spool_add(&j->req, x->req_body, n) != 0) {
+            j->in_take = 0;
+            fail(j, 503, R_SPOOL, "cannot buffer the request body", errno);
+            return;
+        }
+        gw_exchange_req_drained(x);
+    } while (j->take_again && j->x != NULL);
+    j->in_take = 0;
+    x = j->x;
+    if (x == NULL || j->phase != UP_BODY)
+        return;
+    if (x->req_body == NULL || (x->req_done && evbuffer_get_length(x->req_body) == 0))
+        dispatch(j);
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+static void pump_request(struct uw_job *j)
+{
+    struct evbuffer *out = j->s.out;
+
+    /* A flush that empties |out| arms nothing, so no drain callback would follow: refill
+     * until the socket pushes back (EV_WRITE armed) or the body is all out. */
+    for (;;) {
+        while (!j->req_sent && evbuffer_get_length(out) < GW_BODY_HIWAT) {
+            if (spool_len(&j->req) == 0) {
+                j->req_sent = 1;
+                break;
+            }
+            if (spool_take(&j->req, out, GW_BODY_HIWAT - evbuffer_get_length(out)) < 0) {
+                fail(j, 502, R_SPOOL, "cannot read the request body back", errno);
+                return;
+            }
+        }
+        gw_stream_flush(&j->s);
+        if (j->req_sent || j->s.writing || j->s.failed)
+            return;
+    }
+}
+
+/* ---- the response ----------------------------------------------------------------------- */
+
+/* Rewrites a CGI "Status: 200 OK" first line into a status line. Returns 1 when the input
+ * starts with a status line now, 0 when more bytes are needed, -1 when it is garbage. */
+static int cgi_status(struct uw_job *j, size_t max_head)
+{
+    struct evbuffer *in = j->s.in;
+    struct evbuffer_ptr eol;
+    size_t len = evbuffer_get_length(in), eol_len = 0, n;
+    char first[7], *line;
+
+    if (evbuffer_copyout(in, first, len < 7 ? len : 7) < 0)
+        return -1;
+    if (len < 7) {
+        /* Too short to tell unless it already differs from both forms. */
+        return (first[0] == 'H' || first[0] == 'S' || first[0] == 's') ? 0 : 1;
+    }
+    if (!(memcmp(first, "Status:", 7) == 0 || memcmp(first, "status:", 7) == 0))
+        return 1;
+    eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+    if (eol.pos < 0)
+        return len > max_head ? -1 : 0;
+    n = (size_t)eol.pos;
+    line = (char *)evbuffer_pullup(in, (ev_ssize_t)(n + eol_len));
+    if (line == NULL || n > 256)
+        return -1;
+    {
+        char out[300];
+        size_t v = 7, k;
+
+        while (v < n && (line[v] == ' ' || line[v] == '\t'))
+            v++;
+        k = (size_t)snprintf(out, sizeof out, "HTTP/1.1 %.*s%s\r\n", (int)(n - v), line + v,
+                             memchr(line + v, ' ', n - v) != NULL ? "" : " ");
+        evbuffer_drain(in, n + eol_len);
+        if (evbuffer_prepend(in, out, k) != 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* Removes hop-by-hop fields in place; notes whether the body must stream through. */
+static size_t filter_headers(struct uw_job *j, struct h1_header *h, size_t n)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (GW_SLICE_EQ_LIT(h[i].name, "Content-Type") && h[i].value.len >= 17 &&
+            gw_slice_eq_ci((struct gw_slice){h[i].value.p, 17}, "text/event-stream", 17))
+            j->streaming = 1;
+        if (GW_SLICE_EQ_LIT(h[i].name, "X-Accel-Buffering") &&
+            GW_SLICE_EQ_LIT(h[i].value, "no"))
+            j->streaming = 1;
+        if (!h1_is_hop_by_hop(h[i].name))
+            h[kept++] = h[i];
+    }
+    return kept;
+}
+
+static void feed(struct uw_job *j);
+static void relay(struct uw_job *j);
+
+/* Parses the response head. Returns 1 when the body phase began, else 0. */
+static int parse_head(struct uw_job *j)
+{
+    struct gw_exchange *x = j->x;
+    struct evbuffer *in = j->s.in;
+    const struct gw_config *cfg = x->cfg;
+    struct h1_limits lim = {
+        .header_bytes = cfg->limits.header_bytes,
+        .headers = cfg->limits.headers,
+        .target_bytes = cfg->limits.header_bytes,
+        .body_bytes = 0,
+    };
+    struct h1_header stack_hdrs[UW_STACK_HDRS], *hdrs = stack_hdrs, *heap = NULL;
+    struct h1_response resp;
+    struct gw_resp r;
+    size_t len;
+    const char *p;
+    int rc;
+
+    for (;;) {
+        rc = cgi_status(j, lim.header_bytes);
+        if (rc <= 0) {
+            if (rc < 0)
+                fail(j, 502, R_INVALID, "malformed CGI Status line", 0);
+            return 0;
+        }
+        len = evbuffer_get_length(in);
+        if (len > lim.header_bytes)
+            len = lim.header_bytes;
+        p = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        if (p == NULL) {
+            fail(j, 502, R_INVALID, "cannot pull up the response head", ENOMEM);
+            return 0;
+        }
+        rc = h1_parse_response(p, len, &lim, hdrs, UW_STACK_HDRS, x->req.head, &resp);
+        if (rc == H1_E_TOO_MANY_HEADERS && lim.headers > UW_STACK_HDRS) {
+            heap = gw_xmalloc(lim.headers * sizeof *heap);
+            hdrs = heap;
+            rc = h1_parse_response(p, len, &lim, hdrs, lim.headers, x->req.head, &resp);
+        }
+        if (rc == H1_INCOMPLETE && len < lim.header_bytes) {
+            free(heap);
+            return 0;
+        }
+        if (rc < 0 || resp.status == 101 || resp.body == H1_BODY_CHUNKED) {
+            free(heap);
+            fail(j, 502, R_INVALID,
+                 rc == H1_INCOMPLETE   ? "response head too large"
+                 : rc < 0              ? (resp.err ? resp.err : "malformed response head")
+                 : resp.status == 101 ? "101 Switching Protocols from a uwsgi server"
+                                       : "chunked response from a uwsgi server",
+                 0);
+            return 0;
+        }
+        if (resp.status < 200) {
+            /* Interim responses are not relayed (the gateway answers 100-continue). */
+            free(heap);
+            heap = NULL;
+            hdrs = stack_hdrs;
+            evbuffer_drain(in, (size_t)rc);
+            continue;
+        }
+        break;
+    }
+    j->phase = UP_RESP;
+    j->mode = resp.body;
+    j->remaining = resp.body == H1_BODY_LENGTH ? resp.content_length : 0;
+    r.status = resp.status;
+    r.reason = resp.reason;
+    r.headers = hdrs;
+    r.nheaders = filter_headers(j, hdrs, resp.nheaders);
+    r.has_body = resp.body != H1_BODY_NONE;
+    if (resp.body == H1_BODY_LENGTH)
+        r.content_length = (int64_t)resp.content_length;
+    else if (r.has_body || x->req.head || resp.status == 204 || resp.status == 304)
+        r.content_length = -1;
+    else
+        r.content_length = 0;
+    r.whole = 0;
+    gw_exchange_resp_head(x, &r);
+    free(heap);
+    if (j->x != x)
+        return 0;
+    evbuffer_drain(in, (size_t)rc);
+    if (j->mode == H1_BODY_NONE) {
+        finish(j);
+        return 0;
+    }
+    gw_stream_set_read_timeout(&j->s, j->pool->u->read_ms);
+    return 1;
+}
+
+/* Streaming: passes what was read straight to the client; stops reading when it is slow. */
+static void relay(struct uw_job *j)
+{
+    struct evbuffer *in = j->s.in;
+    size_t n = evbuffer_get_length(in);
+    int pause;
+
+    if (j->mode == H1_BODY_LENGTH && n > j->remaining)
+        n = (size_t)j->remaining;
+    if (n > 0) {
+        if (n == evbuffer_get_length(in)) {
+            pause = gw_exchange_resp_body_buf(j->x, in);
+        } else {
+            evbuffer_remove_buffer(in, j->tmp, n);
+            pause = gw_exchange_resp_body_buf(j->x, j->tmp);
+        }
+        if (j->x == NULL)
+            return;
+        j->remaining -= j->mode == H1_BODY_LENGTH ? n : 0;
+        if (pause) {
+            j->paused = 1;
+            gw_stream_read(&j->s, 0);
+        }
+    }
+    if (j->mode == H1_BODY_LENGTH && j->remaining == 0)
+        finish(j);
+}
+
+/* Buffered: takes everything the worker wrote into the spool. */
+static int absorb(struct uw_job *j)
+{
+    struct evbuffer *in = j->s.in;
+    size_t n = evbuffer_get_length(in);
+
+    if (j->mode == H1_BODY_LENGTH && n > j->remaining)
+        n = (size_t)j->remaining;
+    if (spool_add(&j->resp, in, n) != 0) {
+        fail(j, 502, R_SPOOL, "cannot buffer the response body", errno);
+        return -1;
+    }
+    if (j->mode == H1_BODY_LENGTH) {
+        j->remaining -= n;
+        if (j->remaining == 0) {
+            /* All there is: the worker is free now, whatever the client does. */
+            j->worker_done = 1;
+            close_worker(j);
+        }
+    }
+    return 0;
+}
+
+/* Buffered: feeds the client from the spool until it pushes back; ends the response once
+ * the worker is done and the spool is empty. */
+static void feed(struct uw_job *j)
+{
+    if (j->in_feed)
+        return;
+    j->in_feed = 1;
+    while (j->x != NULL && !j->paused && spool_len(&j->resp) > 0) {
+        int pause;
+
+        if (spool_take(&j->resp, j->tmp, UW_FEED_STEP) < 0) {
+            j->in_feed = 0;
+            fail(j, 502, R_SPOOL, "cannot read the response body back", errno);
+            return;
+        }
+        pause = gw_exchange_resp_body_buf(j->x, j->tmp);
+        if (pause)
+            j->paused = 1;
+    }
+    j->in_feed = 0;
+    if (j->x != NULL && j->worker_done && spool_len(&j->resp) == 0)
+        finish(j);
+}
+
+static void on_read(struct gw_stream *s, void *arg)
+{
+    struct uw_job *j = arg;
+
+    (void)s;
+    job_enter(j);
+    if (j->x != NULL && j->phase == UP_WAIT_HEAD && parse_head(j) == 0) {
+        job_leave(j);
+        return;
+    }
+    if (j->x != NULL && j->phase == UP_RESP) {
+        if (j->streaming) {
+            if (!j->paused)
+                relay(j);
+        } else if (absorb(j) == 0) {
+            feed(j);
+        }
+    }
+    job_leave(j);
+}
+
+static void on_drain(struct gw_stream *s, void *arg)
+{
+    struct uw_job *j = arg;
+
+    (void)s;
+    job_enter(j);
+    if (j->x != NULL && j->open && !j->req_sent)
+        pump_request(j);
+    job_leave(j);
+}
+
+static void on_connected(struct uw_job *j)
+{
+    const struct gw_upstream_conf *u = j->pool->u;
+
+    j->phase = UP_WAIT_HEAD;
+    gw_stream_set_write_timeout(&j->s, u->send_ms);
+    gw_stream_set_read_timeout(&j->s, u->first_byte_ms);
+    gw_stream_read(&j->s, 1);
+    evbuffer_add(j->s.out, j->packet, j->packet_len);
+    free(j->packet);
+    j->packet = NULL;
+    pump_request(j);
+}
+
+/* A connect that failed or timed out: the next server, if any. */
+static void connect_failed(struct uw_job *j, int timeout, int err)
+{
+    gw_log_ctx(GW_LOG_WARN, j->x->log_ctx, "upstream %s server %s: connect %s%s%s%s",
+               j->pool->u->name, j->srv->conf->address, timeout ? "timed out" : "failed",
+               err ? " (" : "", err ? strerror(err) : "", err ? ")" : "");
+    close_worker(j);
+    connect_next(j, timeout ? 504 : 502, timeout ? R_TIMEOUT : R_REFUSED);
+}
+
+static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
+{
+    struct uw_job *j = arg;
+    int head = j->phase == UP_RESP;
+
+    job_enter(j);
+    if (j->x == NULL) {
+        close_worker(j);
+        job_leave(j);
+        return;
+    }
+    switch (what) {
+    case GW_STREAM_CONNECTED:
+        on_connected(j);
+        break;
+    case GW_STREAM_EOF:
+        if (!head) {
+            fail(j, 502, R_CLOSED, "closed before a complete response head", 0);
+        } else if (j->mode == H1_BODY_LENGTH && j->remaining > 0) {
+            fail(j, 502, R_MID_CLOSED, "closed mid-response", 0);
+        } else {
+            j->worker_done = 1;
+            close_worker(j);
+            if (j->streaming)
+                finish(j);
+            else
+                feed(j);
+        }
+        break;
+    case GW_STREAM_ERROR:
+        if (j->phase == UP_CONNECT)
+            connect_failed(j, 0, s->err);
+        else
+            fail(j, 502, head ? R_MID_CLOSED : R_CLOSED, "connection error", s->err);
+        break;
+    case GW_STREAM_WRITE_TIMEOUT:
+        if (j->phase == UP_CONNECT)
+            connect_failed(j, 1, 0);
+        else
+            fail(j, 504, R_TIMEOUT, "request not taken within timeouts.send", 0);
+        break;
+    case GW_STREAM_READ_TIMEOUT:
+        if (!head)
+            fail(j, 504, R_TIMEOUT, "no response within timeouts.first_byte", 0);
+        else
+            fail(j, 504, R_MID_TIMEOUT, "response stalled beyond timeouts.read", 0);
+        break;
+    }
+    job_leave(j);
+}
+
+/* ---- exchange ops ----------------------------------------------------------------------- */
+
+static void up_start(struct gw_exchange *x)
+{
+    struct gw_uwsgi_pool *p = x->pool;
+    const struct gw_upstream_conf *u = p->u;
+    struct uw_job *j = gw_xcalloc(1, sizeof *j);
+
+    j->pool = p;
+    j->x = x;
+    j->s.fd = -1;
+    p->njobs++;
+    x->up_ctx = j;
+    job_enter(j);
+    if (spool_init(&j->req, u->buffer_memory, u->buffer_dir) != 0 ||
+        spool_init(&j->resp, u->buffer_memory, u->buffer_dir) != 0 ||
+        (j->tmp = evbuffer_new()) == NULL)
+        fail(j, 503, R_SPOOL, "out of memory", ENOMEM);
+    else
+        take_body(j);
+    job_leave(j);
+}
+
+static void up_req_body(struct gw_exchange *x)
+{
+    struct uw_job *j = x->up_ctx;
+
+    job_enter(j);
+    if (j->x == x && j->phase == UP_BODY)
+        take_body(j);
+    job_leave(j);
+}
+
+static void up_resume(struct gw_exchange *x)
+{
+    struct uw_job *j = x->up_ctx;
+
+    job_enter(j);
+    if (j->x == x && j->paused) {
+        j->paused = 0;
+        if (j->streaming) {
+            if (j->open)
+                gw_stream_read(&j->s, 1);
+        } else {
+            feed(j);
+        }
+    }
+    job_leave(j);
+}
+
+static void up_cancel(struct gw_exchange *x)
+{
+    struct uw_job *j = x->up_ctx;
+
+    job_enter(j);
+    /* Closing the connection is how the worker learns (gatehouse.disconnected()). */
+    detach(j);
+    job_leave(j);
+}
+
+const struct gw_upstream_ops gw_uwsgi_upstream_ops = {
+    .start = up_start,
+    .req_body = up_req_body,
+    .resume = up_resume,
+    .cancel = up_cancel,
+};
+
+/* ---- pool ------------------------------------------------------------------------------- */
+
+static int server_init(const struct gw_upstream_conf *u, struct uw_server *srv,
+                       const struct gw_server_conf *sc)
+{
+    srv->conf = sc;
+    if (sc->unix_path != NULL) {
+        struct sockaddr_un sa_un;
+        size_t n = strlen(sc->unix_path);
+
+        memset(&sa_un, 0, sizeof sa_un);
+        if (n >= sizeof sa_un.sun_path)
+            goto bad;
+        sa_un.sun_family = AF_UNIX;
+        memcpy(sa_un.sun_path, sc->unix_path, n + 1);
+        memcpy(&srv->ss, &sa_un, sizeof sa_un);
+        srv->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        return 0;
+    }
+    if (sc->numeric) {
+        char text[80];
+        int len = (int)sizeof srv->ss;
+        int tn = snprintf(text, sizeof text, strchr(sc->host, ':') ? "[%s]:%u" : "%s:%u",
+                          sc->host, (unsigned)sc->port);
+
+        if (tn < 0 || (size_t)tn >= sizeof text ||
+            evutil_parse_sockaddr_port(text, (struct sockaddr *)&srv->ss, &len) != 0)
+            goto bad;
+        srv->len = (socklen_t)len;
+        return 0;
+    }
+bad:
+    /* The loader refuses host names for uwsgi; anything else here is a bug worth a line. */
+    gw_log_error("upstream %s server %s: not a usable address", u->name, sc->address);
+    return -1;
+}
+
+struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base,
+                                        const struct gw_upstream_conf *u)
+{
+    struct gw_uwsgi_pool *p = gw_xcalloc(1, sizeof *p);
+    size_t usable = 0;
+
+    p->base = base;
+    p->u = u;
+    p->nservers = u->nservers;
+    p->servers = gw_xcalloc(u->nservers, sizeof *p->servers);
+    for (size_t i = 0; i < u->nservers; i++)
+        usable += server_init(u, &p->servers[i], &u->servers[i]) == 0;
+    if (usable == 0) {
+        gw_log_error("upstream %s: no usable server", u->name);
+        pool_destroy(p);
+        return NULL;
+    }
+    return p;
+}
+
+void gw_uwsgi_pool_free(struct gw_uwsgi_pool *p)
+{
+    if (p == NULL)
+        return;
+    p->closing = 1;
+    if (p->depth == 0)
+        pool_destroy(p);
+}
