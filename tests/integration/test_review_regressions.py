@@ -45,6 +45,25 @@ def test_stale_keepalive_get_is_still_retried(harness):
     assert a.stats()["killed"] == 1
 
 
+def read_responses(s, n, size):
+    """Reads |n| pipelined 200 responses with |size|-byte bodies from socket |s|, in order;
+    returns how many arrived before the connection closed."""
+    got, buf = 0, b""
+    s.settimeout(30)
+    while got < n:
+        data = s.recv(1 << 20)
+        assert data, "connection closed after %d responses" % got
+        buf += data
+        while True:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0 or len(buf) < i + 4 + size:
+                break
+            assert buf.startswith(b"HTTP/1.1 200"), buf[:120]
+            buf = buf[i + 4 + size:]
+            got += 1
+    return got
+
+
 def test_pipelining_client_that_does_not_read_is_bounded(harness):
     """3,000 pipelined requests for 8 KB responses (24 MB: more than loopback socket buffers
     absorb; each response complete in one upstream read, so the upstream side never pauses)
@@ -63,22 +82,9 @@ def test_pipelining_client_that_does_not_read_is_bounded(harness):
     assert served < n // 2, "%d of %d requests served to a client that reads nothing" % (
         served, n)
     # Now read: every response arrives, in order, none lost.
-    got, buf = 0, b""
-    s.settimeout(30)
-    while got < n:
-        data = s.recv(1 << 20)
-        assert data, "connection closed after %d responses" % got
-        buf += data
-        while True:
-            i = buf.find(b"\r\n\r\n")
-            if i < 0 or len(buf) < i + 4 + size:
-                break
-            assert buf.startswith(b"HTTP/1.1 200"), buf[:100]
-            buf = buf[i + 4 + size:]
-            got += 1
+    assert read_responses(s, n, size) == n
     sender.join(10)
     s.close()
-    assert got == n
 
 
 class EarlyAnswerUpstream:
@@ -271,19 +277,6 @@ def test_output_blocked_pipelining_client_is_not_timed_out_as_idle(harness):
         target=lambda: s.sendall(build_request("GET", "/bytes?n=%d" % size) * n), daemon=True)
     sender.start()
     time.sleep(3)  # longer than timeouts.idle and timeouts.header
-    got, buf = 0, b""
-    s.settimeout(30)
-    while got < n:
-        data = s.recv(1 << 20)
-        assert data, "connection closed after %d responses" % got
-        buf += data
-        while True:
-            i = buf.find(b"\r\n\r\n")
-            if i < 0 or len(buf) < i + 4 + size:
-                break
-            assert buf.startswith(b"HTTP/1.1 200"), buf[:120]
-            buf = buf[i + 4 + size:]
-            got += 1
+    assert read_responses(s, n, size) == n
     sender.join(10)
     s.close()
-    assert got == n
