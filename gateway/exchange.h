@@ -84,6 +84,15 @@ struct gw_resp {
                                     downstream may write it all at end() */
 };
 
+/* Failure reasons every upstream driver hands to gw_exchange_fail() (string literals, so the
+ * pointer may be kept): the same event reads the same in the logs whatever the protocol. */
+#define GW_R_REFUSED "upstream refused connection"
+#define GW_R_TIMEOUT "upstream timed out"
+#define GW_R_CLOSED "upstream closed connection"
+#define GW_R_INVALID "invalid response from upstream"
+#define GW_R_MID_CLOSED "upstream closed mid-response"
+#define GW_R_MID_TIMEOUT "upstream read timed out mid-response"
+
 /* Upstream driver: the exchange calls these. The driver attaches in start() and detaches by
  * calling gw_exchange_resp_end() or gw_exchange_fail(), or when cancel() is called; after that
  * it never touches the exchange again. */

@@ -34,13 +34,7 @@
 
 /* Static reasons handed to gw_exchange_fail() (it keeps the pointer). */
 static const char R_NO_SERVER[] = "no healthy upstream server";
-static const char R_REFUSED[] = "upstream refused connection";
-static const char R_TIMEOUT[] = "upstream timed out";
-static const char R_CLOSED[] = "upstream closed connection";
-static const char R_INVALID[] = "invalid response from upstream";
 static const char R_NOMEM[] = "out of memory";
-static const char R_MID_CLOSED[] = "upstream closed mid-response";
-static const char R_MID_TIMEOUT[] = "upstream read timed out mid-response";
 static const char R_MID_SEND[] = "upstream send timed out mid-response";
 
 /* One resolved address of a server. */
@@ -744,11 +738,11 @@ static void dispatch(struct gw_http_pool *p, struct gw_exchange *x, struct hu_re
             return;
         log_failure(x, srv, "connect failed", err, rt->tries <= p->u->retries);
         if (rt->tries > p->u->retries) {
-            gw_exchange_fail(x, 502, R_REFUSED);
+            gw_exchange_fail(x, 502, GW_R_REFUSED);
             return;
         }
         status = 502;
-        reason = R_REFUSED;
+        reason = GW_R_REFUSED;
     }
 }
 
@@ -775,18 +769,18 @@ static void conn_fail(struct hu_conn *c, enum hu_fail kind, int err, const char 
 
     if (head_passed) {
         status = 502;
-        reason = kind == F_READ_TIMEOUT   ? R_MID_TIMEOUT
+        reason = kind == F_READ_TIMEOUT   ? GW_R_MID_TIMEOUT
                  : kind == F_SEND_TIMEOUT ? R_MID_SEND
-                 : kind == F_PROTO        ? R_INVALID
+                 : kind == F_PROTO        ? GW_R_INVALID
                  : kind == F_NOMEM        ? R_NOMEM
-                                          : R_MID_CLOSED;
+                                          : GW_R_MID_CLOSED;
     } else {
         status = fail_is_timeout(kind) ? 504 : 502;
-        reason = fail_is_timeout(kind) ? R_TIMEOUT
-                 : kind == F_CONNECT   ? R_REFUSED
-                 : kind == F_PROTO     ? R_INVALID
+        reason = fail_is_timeout(kind) ? GW_R_TIMEOUT
+                 : kind == F_CONNECT   ? GW_R_REFUSED
+                 : kind == F_PROTO     ? GW_R_INVALID
                  : kind == F_NOMEM     ? R_NOMEM
-                                       : R_CLOSED;
+                                       : GW_R_CLOSED;
     }
 
     /* A reused connection the server closed while we picked it: not the server's fault and
@@ -806,9 +800,9 @@ static void conn_fail(struct hu_conn *c, enum hu_fail kind, int err, const char 
         retry = rt.tries <= u->retries;
         log_failure(x, srv, "connect failed", e, retry);
         if (retry)
-            dispatch(p, x, &rt, 502, R_REFUSED);
+            dispatch(p, x, &rt, 502, GW_R_REFUSED);
         else
-            gw_exchange_fail(x, 502, R_REFUSED);
+            gw_exchange_fail(x, 502, GW_R_REFUSED);
         return;
     }
 

@@ -35,12 +35,6 @@
 /* The servers an exchange remembers having tried. */
 #define UW_TRIED_BITS 64
 
-static const char R_REFUSED[] = "upstream refused connection";
-static const char R_TIMEOUT[] = "upstream timed out";
-static const char R_CLOSED[] = "upstream closed connection";
-static const char R_INVALID[] = "invalid response from upstream";
-static const char R_MID_CLOSED[] = "upstream closed mid-response";
-static const char R_MID_TIMEOUT[] = "upstream read timed out mid-response";
 static const char R_SPOOL[] = "cannot buffer the body (temporary file)";
 static const char R_VARS[] = "request head too large for uwsgi (vars over 64 KiB)";
 static const char R_NUL[] = "NUL in path";
@@ -548,7 +542,7 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
             gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s server %s: connect failed (%s)",
                        p->u->name, srv->conf->address, strerror(err));
             status = 502;
-            reason = R_REFUSED;
+            reason = GW_R_REFUSED;
             continue;
         }
         j->open = 1;
@@ -580,7 +574,7 @@ static void dispatch(struct uw_job *j)
     }
     if (j->x->timed && j->x->up_start_ms == 0)
         j->x->up_start_ms = gw_now_ms();
-    connect_next(j, 502, R_REFUSED);
+    connect_next(j, 502, GW_R_REFUSED);
 }
 
 /* Takes what the client sent so far into the request spool; dispatches once it is whole. */
@@ -728,7 +722,7 @@ static int parse_head(struct uw_job *j)
         rc = cgi_status(j, lim.header_bytes);
         if (rc <= 0) {
             if (rc < 0)
-                fail(j, 502, R_INVALID, "malformed CGI Status line", 0);
+                fail(j, 502, GW_R_INVALID, "malformed CGI Status line", 0);
             return 0;
         }
         len = evbuffer_get_length(in);
@@ -736,7 +730,7 @@ static int parse_head(struct uw_job *j)
             len = lim.header_bytes;
         p = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
         if (p == NULL) {
-            fail(j, 502, R_INVALID, "cannot pull up the response head", ENOMEM);
+            fail(j, 502, GW_R_INVALID, "cannot pull up the response head", ENOMEM);
             return 0;
         }
         rc = h1_parse_response(p, len, &lim, hdrs, UW_STACK_HDRS, x->req.head, &resp);
@@ -751,7 +745,7 @@ static int parse_head(struct uw_job *j)
         }
         if (rc < 0 || resp.status == 101 || resp.body == H1_BODY_CHUNKED) {
             free(heap);
-            fail(j, 502, R_INVALID,
+            fail(j, 502, GW_R_INVALID,
                  rc == H1_INCOMPLETE   ? "response head too large"
                  : rc < 0              ? (resp.err ? resp.err : "malformed response head")
                  : resp.status == 101 ? "101 Switching Protocols from a uwsgi server"
@@ -925,7 +919,7 @@ static void connect_failed(struct uw_job *j, int timeout, int err)
                j->pool->u->name, j->srv->conf->address, timeout ? "timed out" : "failed",
                err ? " (" : "", err ? strerror(err) : "", err ? ")" : "");
     close_worker(j);
-    connect_next(j, timeout ? 504 : 502, timeout ? R_TIMEOUT : R_REFUSED);
+    connect_next(j, timeout ? 504 : 502, timeout ? GW_R_TIMEOUT : GW_R_REFUSED);
 }
 
 static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
@@ -945,9 +939,9 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
         break;
     case GW_STREAM_EOF:
         if (!head) {
-            fail(j, 502, R_CLOSED, "closed before a complete response head", 0);
+            fail(j, 502, GW_R_CLOSED, "closed before a complete response head", 0);
         } else if (j->mode == H1_BODY_LENGTH && j->remaining > 0) {
-            fail(j, 502, R_MID_CLOSED, "closed mid-response", 0);
+            fail(j, 502, GW_R_MID_CLOSED, "closed mid-response", 0);
         } else {
             j->worker_done = 1;
             close_worker(j);
@@ -961,19 +955,19 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
         if (j->phase == UP_CONNECT)
             connect_failed(j, 0, s->err);
         else
-            fail(j, 502, head ? R_MID_CLOSED : R_CLOSED, "connection error", s->err);
+            fail(j, 502, head ? GW_R_MID_CLOSED : GW_R_CLOSED, "connection error", s->err);
         break;
     case GW_STREAM_WRITE_TIMEOUT:
         if (j->phase == UP_CONNECT)
             connect_failed(j, 1, 0);
         else
-            fail(j, 504, R_TIMEOUT, "request not taken within timeouts.send", 0);
+            fail(j, 504, GW_R_TIMEOUT, "request not taken within timeouts.send", 0);
         break;
     case GW_STREAM_READ_TIMEOUT:
         if (!head)
-            fail(j, 504, R_TIMEOUT, "no response within timeouts.first_byte", 0);
+            fail(j, 504, GW_R_TIMEOUT, "no response within timeouts.first_byte", 0);
         else
-            fail(j, 504, R_MID_TIMEOUT, "response stalled beyond timeouts.read", 0);
+            fail(j, 504, GW_R_MID_TIMEOUT, "response stalled beyond timeouts.read", 0);
         break;
     }
     job_leave(j);
