@@ -992,3 +992,36 @@ int h1_list_has(struct gw_slice list, const char *token, size_t token_len)
             return 1;
     return 0;
 }
+
+/* Returns 1 when every option the Connection value |list| names is itself a hop-by-hop field
+ * ("keep-alive", the usual one), so that the list removes nothing more. */
+static int names_only_hop_by_hop(struct gw_slice list)
+{
+    const char *p = list.p, *end = list.p + list.len;
+
+    for (struct gw_slice e = list_next(&p, end); e.len != 0; e = list_next(&p, end))
+        if (!h1_is_hop_by_hop(e))
+            return 0;
+    return 1;
+}
+
+size_t h1_drop_hop_by_hop(struct h1_header *h, size_t n)
+{
+    struct gw_slice conn[H1_MAX_CONN_FIELDS];
+    size_t nseen = 0, nconn = 0, kept = 0;
+
+    /* Connection fields naming only hop-by-hop fields need no lookup per field. */
+    for (size_t i = 0; i < n; i++)
+        if (EQ_LIT(h[i].name, "connection") && nseen++ < H1_MAX_CONN_FIELDS &&
+            !names_only_hop_by_hop(h[i].value))
+            conn[nconn++] = h[i].value;
+    for (size_t i = 0; i < n; i++) {
+        int keep = !h1_is_hop_by_hop(h[i].name);
+        for (size_t k = 0; keep && k < nconn; k++)
+            if (h1_list_has(conn[k], h[i].name.p, h[i].name.len))
+                keep = 0;
+        if (keep)
+            h[kept++] = h[i];
+    }
+    return kept;
+}

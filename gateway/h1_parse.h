@@ -127,4 +127,11 @@ int h1_is_hop_by_hop(struct gw_slice name);
 /* Returns 1 when the comma-separated |list| contains |token| (case-insensitive), else 0. */
 int h1_list_has(struct gw_slice list, const char *token, size_t token_len);
 
+/* Connection fields whose options h1_drop_hop_by_hop() honours; more are still removed. */
+#define H1_MAX_CONN_FIELDS 8
+
+/* Removes, in place and keeping the order, the hop-by-hop fields of |h| and the fields the
+ * first H1_MAX_CONN_FIELDS Connection fields name (RFC 9110 §7.6.1). Returns the count kept. */
+size_t h1_drop_hop_by_hop(struct h1_header *h, size_t n);
+
 #endif

@@ -28,7 +28,6 @@
 /* Header fields parsed on the stack; a longer response head is parsed again into the heap. */
 #define HU_STACK_HDRS 48
 /* Connection fields of one response whose listed names are removed. */
-#define HU_MAX_CONN_FIELDS 8
 /* Interim (1xx) responses accepted before the final one. */
 #define HU_MAX_INTERIM 16
 
@@ -1020,54 +1019,6 @@ static void deliver_body(struct hu_conn *c)
     }
 }
 
-/* Returns 1 when every option the Connection value |list| names is itself a hop-by-hop field
- * ("keep-alive", the usual one), so that the list removes nothing more. */
-static int names_only_hop_by_hop(struct gw_slice list)
-{
-    const char *p = list.p, *end = list.p + list.len;
-
-    while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *e = comma != NULL ? comma : end;
-        struct gw_slice opt;
-
-        while (p < e && (*p == ' ' || *p == '\t'))
-            p++;
-        opt.p = p;
-        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        opt.len = (size_t)(e - p);
-        if (opt.len > 0 && !h1_is_hop_by_hop(opt))
-            return 0;
-        p = comma != NULL ? comma + 1 : end;
-    }
-    return 1;
-}
-
-/* Removes hop-by-hop fields and those the Connection field names, in place. Returns the count
- * kept. */
-static size_t filter_resp_headers(struct h1_header *h, size_t n)
-{
-    struct gw_slice conn[HU_MAX_CONN_FIELDS];
-    size_t nseen = 0, nconn = 0, kept = 0;
-
-    /* The first HU_MAX_CONN_FIELDS Connection fields count; those naming only hop-by-hop
-     * fields need no lookup per field. */
-    for (size_t i = 0; i < n; i++)
-        if (GW_SLICE_EQ_LIT(h[i].name, "connection") && nseen++ < HU_MAX_CONN_FIELDS &&
-            !names_only_hop_by_hop(h[i].value))
-            conn[nconn++] = h[i].value;
-    for (size_t i = 0; i < n; i++) {
-        int keep = !h1_is_hop_by_hop(h[i].name);
-        for (size_t k = 0; keep && k < nconn; k++)
-            if (h1_list_has(conn[k], h[i].name.p, h[i].name.len))
-                keep = 0;
-        if (keep)
-            h[kept++] = h[i];
-    }
-    return kept;
-}
-
 /* Parses the response head from the input. Returns 1 when the body phase began (and the
  * exchange is still bound), else 0 (need more, finished, failed or cancelled). */
 static int parse_head(struct hu_conn *c)
@@ -1139,7 +1090,7 @@ static int parse_head(struct hu_conn *c)
         r.status = resp.status;
         r.reason = resp.reason;
         r.headers = hdrs;
-        r.nheaders = filter_resp_headers(hdrs, resp.nheaders);
+        r.nheaders = h1_drop_hop_by_hop(hdrs, resp.nheaders);
         r.has_body = resp.body != H1_BODY_NONE;
         /* Without a body the length is 0 only when the server said so (Content-Length: 0);
          * for HEAD, 204 and 304 it is unknown here (the field itself is passed on). */

@@ -1105,6 +1105,38 @@ Test(h1_parse_helpers, hop_by_hop)
         cr_expect_eq(h1_is_hop_by_hop(S(no[i])), 0, "%s", no[i]);
 }
 
+Test(h1_parse_helpers, drop_hop_by_hop)
+{
+    struct h1_header h[] = {
+        {S("Content-Type"), S("text/plain")}, {S("Connection"), S("keep-alive")},
+        {S("X-Secret"), S("1")},              {S("Keep-Alive"), S("timeout=5")},
+        {S("connection"), S(" x-secret ,")},  {S("X-Kept"), S("2")},
+        {S("Transfer-Encoding"), S("chunked")}, {S("x-SECRET"), S("3")},
+    };
+    size_t n = h1_drop_hop_by_hop(h, GW_ARRAY_LEN(h));
+
+    cr_assert_eq(n, 2);
+    cr_expect_eq(gw_slice_eq_ci(h[0].name, "content-type", 12), 1);
+    cr_expect_eq(gw_slice_eq_ci(h[1].name, "x-kept", 6), 1);
+    cr_expect_eq(h1_drop_hop_by_hop(h, 0), 0);
+}
+
+Test(h1_parse_helpers, drop_hop_by_hop_honours_a_bounded_number_of_connection_fields)
+{
+    struct h1_header h[H1_MAX_CONN_FIELDS + 3];
+    size_t n = 0;
+
+    for (size_t i = 0; i < H1_MAX_CONN_FIELDS; i++)
+        h[n++] = (struct h1_header){S("Connection"), S("a")};
+    h[n++] = (struct h1_header){S("Connection"), S("b")};
+    h[n++] = (struct h1_header){S("A"), S("1")};
+    h[n++] = (struct h1_header){S("B"), S("2")};
+    n = h1_drop_hop_by_hop(h, n);
+    /* Every Connection field goes; only the first eight are read for names. */
+    cr_assert_eq(n, 1);
+    cr_expect_eq(gw_slice_eq_ci(h[0].name, "b", 1), 1);
+}
+
 Test(h1_parse_helpers, list_has)
 {
     cr_expect_eq(h1_list_has(S("close"), "close", 5), 1);
