@@ -1295,6 +1295,54 @@ static int parse_buffer(struct loader *l, const struct node *v, const char *path
     return walk_map(l, v, path, buffer_fields, GW_ARRAY_LEN(buffer_fields), base);
 }
 
+/* Parses the fields of |f| (one entry) for uwsgi upstreams, refusing them for others. */
+static int uwsgi_only(struct loader *l, const struct node *v, const char *path, void *base,
+                      const struct field *f, const char *what)
+{
+    const struct gw_upstream_conf *u = base;
+
+    /* "protocol" is parsed before the keys that call this. */
+    if (u->protocol != GW_PROTO_UWSGI)
+        return fail(l, v, path, "%s applies to uwsgi upstreams only", what);
+    return parse_field(l, f, v, path, base);
+}
+
+static int parse_concurrency(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    static const struct field f = {.key = "concurrency",
+                                   .kind = F_UINT,
+                                   AT(struct gw_upstream_conf, concurrency),
+                                   .min = 0,
+                                   .max = 1000000};
+
+    return uwsgi_only(l, v, path, base, &f, "concurrency");
+}
+
+static const struct field queue_fields[] = {
+    {.key = "limit",
+     .kind = F_UINT,
+     AT(struct gw_upstream_conf, queue_limit),
+     .min = 0,
+     .max = 1000000},
+    {.key = "timeout",
+     .kind = F_DURATION,
+     AT(struct gw_upstream_conf, queue_timeout_ms),
+     .min = 1,
+     .max = DUR_MAX},
+    {.key = "retry_after",
+     .kind = F_DURATION,
+     AT(struct gw_upstream_conf, retry_after_ms),
+     .min = MS_S,
+     .max = 86400 * MS_S},
+};
+
+static int parse_queue(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    static const struct field f = {.key = "queue", .kind = F_MAP, SUB(queue_fields)};
+
+    return uwsgi_only(l, v, path, base, &f, "queue");
+}
+
 static const char *const balance_names[] = {"round_robin", "least_outstanding"};
 
 static const struct field upstream_timeout_fields[] = {
@@ -1355,6 +1403,8 @@ static const struct field upstream_fields[] = {
     {.key = "protocol", .kind = F_FN, .fn = parse_protocol},
     {.key = "servers", .kind = F_FN, .required = 1, .fn = parse_servers},
     {.key = "buffer", .kind = F_FN, .fn = parse_buffer},
+    {.key = "concurrency", .kind = F_FN, .fn = parse_concurrency},
+    {.key = "queue", .kind = F_FN, .fn = parse_queue},
     {.key = "balance",
      .kind = F_ENUM,
      AT(struct gw_upstream_conf, balance),
@@ -1430,6 +1480,9 @@ static int parse_upstreams(struct loader *l, const struct node *v, const char *p
         u->health_cooldown_ms = 10 * MS_S;
         u->resolve_ms = 30 * MS_S;
         u->buffer_memory = 1024 * 1024;
+        u->queue_limit = 512;
+        u->queue_timeout_ms = 10 * MS_S;
+        u->retry_after_ms = MS_S;
         u->index = i;
         join(p, path, k->str, k->len);
         if (walk_map(l, k->next, p, upstream_fields, GW_ARRAY_LEN(upstream_fields), u))

@@ -53,6 +53,12 @@ struct gw_upstream_conf {
     size_t buffer_memory;         /* buffer.memory (uwsgi): bytes of a request or response body
                                      held in memory before the rest spills to a file, 1m */
     char *buffer_dir;             /* buffer.dir (uwsgi): where spill files are made, "/tmp" */
+    unsigned concurrency;         /* concurrency (uwsgi): requests in flight to the upstream,
+                                     across all workers; 0 (the default) = no limit */
+    size_t queue_limit;           /* queue.limit (uwsgi): requests waiting for a slot, 512 */
+    uint64_t queue_timeout_ms;    /* queue.timeout (uwsgi): longest wait before a 503, 10s */
+    uint64_t retry_after_ms;      /* queue.retry_after (uwsgi): that 503's Retry-After, 1s
+                                     (sent in whole seconds, rounded up) */
     size_t index;                 /* position in gw_config.upstreams */
 };
 

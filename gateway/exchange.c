@@ -279,6 +279,7 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
     memset(x, 0, sizeof *x);
     /* The clocks are read only for the access log. */
     x->timed = snap->cfg->log.access != GW_ACCESS_OFF;
+    x->queue_us = -1;
     if (x->timed)
         x->start_us = wall_us();
     x->w = w;
@@ -450,6 +451,7 @@ void gw_exchange_free(struct gw_exchange *x)
         r.upstream_us = x->up_start_ms != 0 && x->up_end_ms >= x->up_start_ms
                             ? (int64_t)(x->up_end_ms - x->up_start_ms) * 1000
                             : -1;
+        r.queue_us = x->queue_us;
         r.request_id = x->fwd.request_id;
         r.error.p = x->error != NULL ? x->error : "";
         r.error.len = strlen(r.error.p);

@@ -156,6 +156,9 @@ struct gw_exchange {
     uint64_t up_end_ms;                    /* monotonic: the upstream detached */
     const char *server;                    /* upstream server address text, borrowed */
     const char *error;                     /* static reason when the gateway failed it */
+    int64_t queue_us;                      /* time spent waiting for a slot of the upstream's
+                                              concurrency; -1 when it never asked for one */
+    unsigned retry_after_s;                /* with a 503 of the upstream side: Retry-After */
     uint64_t bytes_in, bytes_out;
     char *upath_buf;                       /* req.path.len + 2 bytes of the exchange's block:
                                               req.path when the route strips a prefix */

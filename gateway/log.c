@@ -270,10 +270,13 @@ static const char hex_digits[] = "0123456789abcdef";
     "\"bytes_out\":,\"duration_ms\":,\"upstream\":,\"server\":,\"upstream_ms\":,"                  \
     "\"request_id\":}\n"
 #define JSON_ERROR_KEY ",\"error\":"
-/* Bytes a record needs besides its string contents: the skeleton, the error key, the quotes
- * of 8 strings, the time, status (an int), two uint64 counters, two "<uint64/1000>.ddd". */
+#define JSON_QUEUE_KEY ",\"queue_ms\":"
+/* Bytes a record needs besides its string contents: the skeleton, the optional keys, the
+ * quotes of 8 strings, the time, status (an int), two uint64 counters, three
+ * "<uint64/1000>.ddd". */
 #define JSON_FIXED_MAX                                                                             \
-    (sizeof JSON_SKELETON - 1 + sizeof JSON_ERROR_KEY - 1 + 8 * 2 + TIME_LEN + 11 + 2 * 20 + 2 * 21)
+    (sizeof JSON_SKELETON - 1 + sizeof JSON_ERROR_KEY - 1 + sizeof JSON_QUEUE_KEY - 1 + 8 * 2 +   \
+     TIME_LEN + 11 + 2 * 20 + 3 * 21)
 /* An escaped byte takes at most 6 bytes ("\u00XX"). */
 #define JSON_ESC_MAX 6
 
@@ -400,6 +403,10 @@ static size_t format_json(char *out, const struct gw_access_rec *r)
         p = PUT_LIT(p, "null");
     else
         p = put_ms(p, (uint64_t)r->upstream_us);
+    if (r->queue_us >= 0) {
+        p = PUT_LIT(p, JSON_QUEUE_KEY);
+        p = put_ms(p, (uint64_t)r->queue_us);
+    }
     p = PUT_LIT(p, ",\"request_id\":");
     p = put_json_str(p, r->request_id);
     if (r->error.len > 0) {

@@ -48,6 +48,7 @@ struct gw_access_rec {
     struct gw_slice route;     /* upstream name, empty when none */
     struct gw_slice server;    /* upstream server address, empty when none */
     int64_t upstream_us;       /* -1 when no upstream answered */
+    int64_t queue_us;          /* time queued for the upstream's concurrency; -1: key left out */
     struct gw_slice request_id;
     struct gw_slice error;     /* why the gateway failed the exchange, empty when it did not */
 };
@@ -55,7 +56,8 @@ struct gw_access_rec {
 /* Formats |r| as one JSON object and a '\n' into |out| (|cap| bytes). Strings are escaped
  * (quotes, backslashes, control and non-ASCII bytes as \u00XX). Returns the length, or 0 when
  * |cap| is too small. Keys: time, client, method, target, host, status, bytes_in, bytes_out,
- * duration_ms, upstream, server, upstream_ms (null when -1), request_id, error (only if set). */
+ * duration_ms, upstream, server, upstream_ms (null when -1), queue_ms (only when >= 0),
+ * request_id, error (only if set). */
 size_t gw_access_format_json(char *out, size_t cap, const struct gw_access_rec *r);
 
 /* A per-worker access-log buffer. Owned by its worker; not thread-safe. */

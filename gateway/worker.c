@@ -15,6 +15,7 @@
 #include "adapters/http/http_upstream.h"
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/conn.h"
+#include "gateway/gate.h"
 #include "gateway/util.h"
 
 /* Connections accepted per readiness of a listener, so one busy listener cannot starve the
@@ -38,7 +39,7 @@ static struct gw_wsnap *wsnap_new(struct gw_worker *w, struct gw_config *cfg)
         const struct gw_upstream_conf *u = &cfg->upstreams[i];
 
         if (u->protocol == GW_PROTO_UWSGI)
-            s->pools[i] = gw_uwsgi_pool_new(w->base, u);
+            s->pools[i] = gw_uwsgi_pool_new(w->base, w->gate_box, u);
         else
             s->pools[i] = gw_http_pool_new(w->base, w->dns, u);
     }
@@ -379,6 +380,9 @@ int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, cons
     w->accept_timer = evtimer_new(w->base, on_accept_timer, w);
     if (w->accept_timer == NULL)
         return GW_E_NOMEM;
+    w->gate_box = gw_gate_box_new(w->base);
+    if (w->gate_box == NULL)
+        return GW_E_NOMEM;
     gw_config_ref(cfg);
     w->snap = wsnap_new(w, cfg);
     w->alog = gw_access_log_new(STDOUT_FILENO, cfg->log.access_buffer);
@@ -420,6 +424,8 @@ static void *worker_main(void *arg)
     gw_access_log_flush(w->alog);
     gw_wsnap_unref(w->snap);
     w->snap = NULL;
+    gw_gate_box_free(w->gate_box);
+    w->gate_box = NULL;
     atomic_fetch_sub(&gw_workers_running, 1);
     return NULL;
 }
@@ -497,6 +503,7 @@ void gw_worker_join(struct gw_worker *w)
     if (w->accept_timer != NULL)
         event_free(w->accept_timer);
     gw_access_log_free(w->alog);
+    gw_gate_box_free(w->gate_box); /* only left when the thread never ran */
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);
     free(w->hdrs);

@@ -15,6 +15,7 @@
 #include "gateway/log.h"
 
 struct gw_conn;
+struct gw_gate_box;
 
 /* A worker's runtime view of one configuration snapshot: the snapshot plus the per-worker
  * upstream state built from it. Referenced by the worker while current and by every exchange
@@ -58,6 +59,7 @@ struct gw_worker {
     int accept_paused;
     int draining;                      /* no keep-alive, no accept */
 
+    struct gw_gate_box *gate_box;      /* where this thread's queued exchanges get slots */
     struct event *notify;              /* activated by the main thread */
     pthread_mutex_t lock;              /* guards the fields below */
     unsigned cmds;                     /* enum gw_worker_cmd bits */

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* The uwsgi upstream driver: buffers the request body, picks the server with the fewest
+/* The uwsgi upstream driver: buffers the request body, waits for a slot of the upstream's
+ * concurrency (queued, in order, across all workers), picks the server with the fewest
  * requests in flight, sends the vars packet and the body, then takes the response off the
  * worker into a spool (memory, then a temporary file) and feeds the client at its own pace. */
 #include "adapters/uwsgi/uwsgi_upstream.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,8 @@
 static const char R_SPOOL[] = "cannot buffer the body (temporary file)";
 static const char R_VARS[] = "request head too large for uwsgi (vars over 64 KiB)";
 static const char R_NUL[] = "NUL in path";
+static const char R_QUEUE_FULL[] = "upstream queue full";
+static const char R_QUEUE_TIMEOUT[] = "upstream queue timed out";
 
 /* A body held for one side: the first bytes in memory up to |limit|, the rest in an unlinked
  * temporary file. Bytes go to memory only while the file holds none, so order is kept. */
@@ -53,13 +57,16 @@ struct uw_server {
     const struct gw_server_conf *conf;  /* borrowed from the snapshot */
     struct sockaddr_storage ss;
     socklen_t len;                      /* 0: the address could not be made */
-    unsigned inflight;                  /* exchanges connected or connecting in this worker */
+    atomic_uint *inflight;              /* exchanges connected or connecting, in every worker
+                                           (the gate's counter for this address) */
 };
 
 /* Owned by the worker's snapshot runtime (see the header). |depth| counts the pool's
  * callbacks on the stack; gw_uwsgi_pool_free() meanwhile only sets |closing|. */
 struct gw_uwsgi_pool {
     struct event_base *base;
+    struct gw_gate_box *box;            /* the thread's, borrowed */
+    struct gw_gate *gate;               /* one reference */
     const struct gw_upstream_conf *u;
     struct uw_server *servers;
     size_t nservers;
@@ -69,14 +76,18 @@ struct gw_uwsgi_pool {
     int closing;
 };
 
-enum uw_phase { UP_BODY = 0, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
+enum uw_phase { UP_BODY = 0, UP_QUEUED, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
 
 /* One exchange's state: x->up_ctx while attached. Freed when detached and no callback of it
- * is on the stack (|refs|). Owns its stream, spools and packet. */
+ * is on the stack (|refs|). Owns its stream, spools, packet and queue timer; |wait| holds a
+ * slot of the gate from dispatch until the worker is done (or the exchange detaches). */
 struct uw_job {
     struct gw_uwsgi_pool *pool;
     struct gw_exchange *x;              /* NULL once detached */
     struct gw_stream s;
+    struct gw_gate_waiter wait;
+    struct event *qtimer;               /* queue.timeout while queued; NULL until first queued */
+    uint64_t enter_us;                  /* wall clock when it asked the gate for a slot */
     struct uw_server *srv;              /* counted in srv->inflight while set */
     struct uw_spool req, resp;
     struct evbuffer *tmp;               /* one feed step, or a body piece short of the input */
@@ -93,6 +104,7 @@ struct uw_job {
     unsigned paused : 1;                /* the downstream asked us to stop */
     unsigned worker_done : 1;           /* the whole response is in the spool */
     unsigned req_sent : 1;
+    unsigned timing_head : 1;           /* the first_byte timeout runs */
     unsigned in_take : 1, take_again : 1, in_feed : 1;
 };
 
@@ -215,6 +227,7 @@ static void pool_destroy(struct gw_uwsgi_pool *p)
     if (p->njobs != 0)
         gw_log_error("upstream %s: pool freed with %zu exchanges still attached", p->u->name,
                      p->njobs);
+    gw_gate_detach(p->gate);
     free(p->servers);
     free(p);
 }
@@ -226,6 +239,8 @@ static void job_free(struct uw_job *j)
     spool_free(&j->resp);
     if (j->tmp != NULL)
         evbuffer_free(j->tmp);
+    if (j->qtimer != NULL)
+        event_free(j->qtimer);
     free(j->packet);
     j->pool->njobs--;
     free(j);
@@ -248,7 +263,7 @@ static void job_leave(struct uw_job *j)
         pool_destroy(p);
 }
 
-/* Closes the worker connection (the worker sees the close) and frees its server slot. */
+/* Closes the worker connection (the worker sees the close) and frees its server count. */
 static void close_worker(struct uw_job *j)
 {
     if (j->open) {
@@ -256,14 +271,23 @@ static void close_worker(struct uw_job *j)
         j->open = 0;
     }
     if (j->srv != NULL) {
-        j->srv->inflight--;
+        atomic_fetch_sub_explicit(j->srv->inflight, 1, memory_order_relaxed);
         j->srv = NULL;
     }
 }
 
-static void detach(struct uw_job *j)
+/* The worker is done with the exchange: its slot goes to the next in the queue. */
+static void release_worker(struct uw_job *j)
 {
     close_worker(j);
+    if (j->qtimer != NULL)
+        event_del(j->qtimer);
+    gw_gate_leave(&j->wait);
+}
+
+static void detach(struct uw_job *j)
+{
+    release_worker(j);
     j->x = NULL;
     j->dead = 1;
 }
@@ -445,7 +469,9 @@ static int build_packet(struct uw_job *j, const char **reason)
         int seen = 0;
         char *key;
 
-        if (gw_exchange_drop_header(x, name) || GW_SLICE_EQ_LIT(name, "Content-Length"))
+        /* X-Request-Start is the gateway's to say (below). */
+        if (gw_exchange_drop_header(x, name) || GW_SLICE_EQ_LIT(name, "Content-Length") ||
+            GW_SLICE_EQ_LIT(name, "X-Request-Start"))
             continue;
         for (k = 0; k < i && !seen; k++)
             seen = gw_slice_eq_ci(q->headers[k].name, name.p, name.len);
@@ -468,7 +494,9 @@ static int build_packet(struct uw_job *j, const char **reason)
         var_slice(&b, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
     var_slice(&b, "HTTP_FORWARDED", x->fwd.forwarded);
     var_slice(&b, "HTTP_X_REQUEST_ID", x->fwd.request_id);
-    var_u64(&b, "HTTP_X_REQUEST_START", wall_us(), "t=");
+    /* When the request was whole and asked for a slot: the app's "now - t" is the time it
+     * spent queued (the convention of X-Request-Start readers such as APM agents). */
+    var_u64(&b, "HTTP_X_REQUEST_START", j->enter_us, "t=");
 
     rc = 0;
     if (has_nul) {
@@ -510,7 +538,8 @@ static struct uw_server *pick(struct uw_job *j, size_t *idx)
 
         if (srv->len == 0 || (i < UW_TRIED_BITS && (j->tried >> i & 1)))
             continue;
-        if (best == NULL || srv->inflight < best->inflight) {
+        if (best == NULL || atomic_load_explicit(srv->inflight, memory_order_relaxed) <
+                                atomic_load_explicit(best->inflight, memory_order_relaxed)) {
             best = srv;
             *idx = i;
         }
@@ -547,7 +576,7 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
         }
         j->open = 1;
         j->srv = srv;
-        srv->inflight++;
+        atomic_fetch_add_explicit(srv->inflight, 1, memory_order_relaxed);
         j->s.lowat = GW_BODY_HIWAT / 2;
         j->phase = UP_CONNECT;
         return;
@@ -557,13 +586,22 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
     gw_exchange_fail(x, status, reason);
 }
 
-/* The whole request body is in the spool: build the packet and connect. */
-static void dispatch(struct uw_job *j)
+/* Puts the time since dispatch into the access log (a stepped clock counts as 0). */
+static void note_queue_time(struct uw_job *j)
+{
+    uint64_t now = wall_us();
+
+    j->x->queue_us = now > j->enter_us ? (int64_t)(now - j->enter_us) : 0;
+}
+
+/* Holds a slot: build the packet and connect. */
+static void send_off(struct uw_job *j)
 {
     const char *reason = NULL;
     int status;
 
     j->phase = UP_CONNECT;
+    note_queue_time(j);
     status = build_packet(j, &reason);
     if (status != 0) {
         struct gw_exchange *x = j->x;
@@ -575,6 +613,84 @@ static void dispatch(struct uw_job *j)
     if (j->x->timed && j->x->up_start_ms == 0)
         j->x->up_start_ms = gw_now_ms();
     connect_next(j, 502, GW_R_REFUSED);
+}
+
+static struct uw_job *job_of(struct gw_gate_waiter *w)
+{
+    return (struct uw_job *)(void *)((char *)w - offsetof(struct uw_job, wait));
+}
+
+/* A slot freed up for a queued exchange (on its own thread). */
+static void on_granted(struct gw_gate_waiter *w)
+{
+    struct uw_job *j = job_of(w);
+
+    job_enter(j);
+    event_del(j->qtimer);
+    /* A detached job has left the gate, so no grant can reach it; the check is cheap. */
+    if (j->x != NULL && j->phase == UP_QUEUED)
+        send_off(j);
+    else
+        gw_gate_leave(&j->wait);
+    job_leave(j);
+}
+
+static void fail_busy(struct uw_job *j, const char *reason)
+{
+    struct gw_exchange *x = j->x;
+    uint64_t ra = j->pool->u->retry_after_ms;
+
+    gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s: %s; answering 503", j->pool->u->name,
+               reason == R_QUEUE_FULL ? "queue full (queue.limit)"
+                                      : "no slot within queue.timeout");
+    x->retry_after_s = (unsigned)((ra + 999) / 1000);
+    note_queue_time(j);
+    detach(j);
+    gw_exchange_fail(x, 503, reason);
+}
+
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct uw_job *j = arg;
+
+    (void)fd;
+    (void)what;
+    job_enter(j);
+    /* Granted meanwhile: on_granted() is on its way through the box; let it run. */
+    if (j->x != NULL && gw_gate_unqueue(&j->wait))
+        fail_busy(j, R_QUEUE_TIMEOUT);
+    job_leave(j);
+}
+
+/* The whole request body is in the spool: ask the upstream's gate for a slot. */
+static void dispatch(struct uw_job *j)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+    struct timeval tv;
+
+    j->enter_us = wall_us();
+    switch (gw_gate_enter(p->gate, &j->wait, p->box, on_granted)) {
+    case GW_GATE_PASS:
+        send_off(j);
+        return;
+    case GW_GATE_FULL:
+        fail_busy(j, R_QUEUE_FULL);
+        return;
+    case GW_GATE_QUEUED:
+        break;
+    }
+    j->phase = UP_QUEUED;
+    if (j->qtimer == NULL)
+        j->qtimer = evtimer_new(p->base, on_queue_timeout, j);
+    tv.tv_sec = (time_t)(p->u->queue_timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)(p->u->queue_timeout_ms % 1000 * 1000);
+    if (j->qtimer == NULL || evtimer_add(j->qtimer, &tv) != 0) {
+        struct gw_exchange *x = j->x;
+        gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: cannot arm the queue timer",
+                   p->u->name);
+        detach(j);
+        gw_exchange_fail(x, 503, R_QUEUE_TIMEOUT);
+    }
 }
 
 /* Takes what the client sent so far into the request spool; dispatches once it is whole. */
@@ -632,6 +748,10 @@ static void pump_request(struct uw_job *j)
             }
         }
         gw_stream_flush(&j->s);
+        if (j->req_sent && !j->s.writing && !j->timing_head && j->phase == UP_WAIT_HEAD) {
+            j->timing_head = 1;
+            gw_stream_set_read_timeout(&j->s, j->pool->u->first_byte_ms);
+        }
         if (j->req_sent || j->s.writing || j->s.failed)
             return;
     }
@@ -678,11 +798,10 @@ static int cgi_status(struct uw_job *j, size_t max_head)
     return 1;
 }
 
-/* Removes hop-by-hop fields in place; notes whether the body must stream through. */
+/* Notes whether the body must stream through; removes hop-by-hop fields (and those the
+ * Connection field names) in place. */
 static size_t filter_headers(struct uw_job *j, struct h1_header *h, size_t n)
 {
-    size_t kept = 0;
-
     for (size_t i = 0; i < n; i++) {
         if (GW_SLICE_EQ_LIT(h[i].name, "Content-Type") && h[i].value.len >= 17 &&
             gw_slice_eq_ci((struct gw_slice){h[i].value.p, 17}, "text/event-stream", 17))
@@ -690,10 +809,8 @@ static size_t filter_headers(struct uw_job *j, struct h1_header *h, size_t n)
         if (GW_SLICE_EQ_LIT(h[i].name, "X-Accel-Buffering") &&
             GW_SLICE_EQ_LIT(h[i].value, "no"))
             j->streaming = 1;
-        if (!h1_is_hop_by_hop(h[i].name))
-            h[kept++] = h[i];
     }
-    return kept;
+    return h1_drop_hop_by_hop(h, n);
 }
 
 static void feed(struct uw_job *j);
@@ -893,7 +1010,7 @@ static void on_drain(struct gw_stream *s, void *arg)
 
     (void)s;
     job_enter(j);
-    if (j->x != NULL && j->open && !j->req_sent)
+    if (j->x != NULL && j->open && (!j->req_sent || !j->timing_head))
         pump_request(j);
     job_leave(j);
 }
@@ -904,7 +1021,8 @@ static void on_connected(struct uw_job *j)
 
     j->phase = UP_WAIT_HEAD;
     gw_stream_set_write_timeout(&j->s, u->send_ms);
-    gw_stream_set_read_timeout(&j->s, u->first_byte_ms);
+    /* No read timeout while the request goes out (timeouts.send covers a worker that does
+     * not take it); pump_request() arms first_byte once it is all written. */
     gw_stream_read(&j->s, 1);
     evbuffer_add(j->s.out, j->packet, j->packet_len);
     free(j->packet);
@@ -944,7 +1062,7 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
             fail(j, 502, GW_R_MID_CLOSED, "closed mid-response", 0);
         } else {
             j->worker_done = 1;
-            close_worker(j);
+            release_worker(j);
             if (j->streaming)
                 finish(j);
             else
@@ -1077,18 +1195,22 @@ bad:
     return -1;
 }
 
-struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base,
+struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base, struct gw_gate_box *box,
                                         const struct gw_upstream_conf *u)
 {
     struct gw_uwsgi_pool *p = gw_xcalloc(1, sizeof *p);
     size_t usable = 0;
 
     p->base = base;
+    p->box = box;
     p->u = u;
+    p->gate = gw_gate_attach(u->name, u->concurrency, u->queue_limit);
     p->nservers = u->nservers;
     p->servers = gw_xcalloc(u->nservers, sizeof *p->servers);
-    for (size_t i = 0; i < u->nservers; i++)
+    for (size_t i = 0; i < u->nservers; i++) {
+        p->servers[i].inflight = gw_gate_server_counter(p->gate, u->servers[i].address);
         usable += server_init(u, &p->servers[i], &u->servers[i]) == 0;
+    }
     if (usable == 0) {
         gw_log_error("upstream %s: no usable server", u->name);
         pool_destroy(p);

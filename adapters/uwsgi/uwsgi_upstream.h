@@ -9,17 +9,19 @@
 
 #include "config/config.h"
 #include "gateway/exchange.h"
+#include "gateway/gate.h"
 
 extern const struct gw_upstream_ops gw_uwsgi_upstream_ops;
 
 /* One uwsgi upstream's state in one worker thread: its servers (numeric or unix: addresses)
- * and their in-flight counts. Owned by the worker's snapshot runtime; used only from |base|'s
- * thread. */
+ * and its reference to the upstream's gate (the concurrency limit and queue every worker
+ * shares). Owned by the worker's snapshot runtime; used only from |base|'s thread. */
 struct gw_uwsgi_pool;
 
-/* Creates the pool for |u| (borrowed from a snapshot that outlives the pool). Returns NULL
- * when no server address is usable (logged). */
-struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base,
+/* Creates the pool for |u| (borrowed from a snapshot that outlives the pool); queued
+ * exchanges are handed their slots through |box|, the thread's. Returns NULL when no server
+ * address is usable (logged). */
+struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base, struct gw_gate_box *box,
                                         const struct gw_upstream_conf *u);
 
 /* Frees |p|; when one of its callbacks is on the stack, the outermost one frees it on the way

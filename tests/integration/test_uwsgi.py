@@ -410,6 +410,51 @@ def test_slow_worker_504(harness, ghw):
     assert time.monotonic() - t < 2.5
 
 
+def test_first_byte_counts_from_the_request_sent(harness, tmp_path):
+    """A worker that takes 2 MiB slowly, then answers at once, is not too slow: first_byte
+    starts when the whole request is written, not at connect."""
+    path = str(tmp_path / "slowread.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(4)
+    lsock.settimeout(10)
+    got = []
+
+    def serve():
+        try:
+            c, _ = lsock.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(10)
+            data = b""
+            while len(data) < 4 or len(data) < 4 + int.from_bytes(data[1:3], "little"):
+                data += c.recv(65536)
+            body = len(data) - 4 - int.from_bytes(data[1:3], "little")
+            while body < 2 * MIB:
+                time.sleep(0.05)
+                piece = c.recv(65536)
+                if not piece:
+                    break
+                body += len(piece)
+            got.append(body)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        g = gateway_for(harness, ["unix:" + path],
+                        upstream_over={"timeouts": {"first_byte": "1s", "send": "5s"}})
+        t0 = time.monotonic()
+        with Conn(g.port, timeout=20) as c:
+            r = c.request("POST", "/up", body=b"u" * (2 * MIB))
+        assert time.monotonic() - t0 > 1.2, "the worker should have read for over first_byte"
+        assert r.status == 200 and r.body == b"ok", r
+        assert got == [2 * MIB]
+    finally:
+        t.join(20)
+        lsock.close()
+
+
 def test_vars_over_64k_431(harness, ghw):
     g = gateway_for(harness, [ghw.server],
                     limits={"header_bytes": "128k", "headers": 100})
@@ -422,6 +467,20 @@ def test_vars_over_64k_431(harness, ghw):
     # Under the limit the same request passes.
     r = gw.get(g.port, "/env", headers=hdrs[:3])
     assert r.status == 200, r
+
+
+def test_fields_named_by_connection_are_not_forwarded(harness, tmp_path):
+    srv = RawServer(tmp_path / "conn.sock",
+                    b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\n"
+                    b"Keep-Alive: timeout=5\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        g = gateway_for(harness, ["unix:%s" % srv.path])
+        r = gw.get(g.port, "/")
+        assert r.status == 200 and r.body == b"ok"
+        assert r.header("X-End") == "kept"
+        assert r.header("X-Hop") is None and r.header("Keep-Alive") is None
+    finally:
+        srv.stop()
 
 
 def test_cgi_status_line_and_garbage(harness, tmp_path):

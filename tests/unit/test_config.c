@@ -92,6 +92,10 @@ Test(config, minimal_file_gets_every_default)
     cr_expect_eq(u->resolve_ms, 30000);
     cr_expect_eq(u->buffer_memory, 1u << 20);
     cr_expect_str_eq(u->buffer_dir, "/tmp");
+    cr_expect_eq(u->concurrency, 0);
+    cr_expect_eq(u->queue_limit, 512);
+    cr_expect_eq(u->queue_timeout_ms, 10000);
+    cr_expect_eq(u->retry_after_ms, 1000);
     cr_expect_eq(u->index, 0);
     cr_assert_eq(u->nservers, 1);
     cr_expect_str_eq(u->servers[0].address, "127.0.0.1:8001");
@@ -789,6 +793,22 @@ static const struct bad_case bad_cases[] = {
     {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
         "    buffer: { dir: tmp }\n" RT,
      "t.yaml:7:20: upstreams.web.buffer.dir: buffer directory must be an absolute path"},
+    {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    concurrency: 4\n" RT,
+     "t.yaml:6:18: upstreams.web.concurrency: concurrency applies to uwsgi upstreams only"},
+    {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    queue: { limit: 4 }\n" RT,
+     "t.yaml:6:12: upstreams.web.queue: queue applies to uwsgi upstreams only"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    concurrency: -1\n" RT,
+     "t.yaml:7:18: upstreams.web.concurrency: invalid integer '-1'"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    queue: { timeout: 0s }\n" RT,
+     "t.yaml:7:23: upstreams.web.queue.timeout: 0s is out of range (1ms..24h)"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    queue: { retry_after: 500ms }\n" RT,
+     "t.yaml:7:27: upstreams.web.queue.retry_after: 500ms is out of range (1s..24h)"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    queue: { size: 4 }\n" RT,
+     "t.yaml:7:14: unknown key 'size' in upstreams.web.queue"},
     {LS "upstreams:\n  \"my web\":\n    servers: [\"a:1\"]\n" RT,
      "t.yaml:4:3: upstreams: invalid upstream name 'my web' "
      "(letters, digits, '_' and '-' only)"},
@@ -803,6 +823,8 @@ Test(config, uwsgi_upstream)
     static const char y[] = LS "upstreams:\n  app:\n    protocol: uwsgi\n"
                                "    servers: [\"unix:/run/app.sock\", \"127.0.0.1:9000\"]\n"
                                "    buffer: { memory: 64k, dir: /var/tmp }\n"
+                               "    concurrency: 8\n"
+                               "    queue: { limit: 0, timeout: 250ms, retry_after: 2500ms }\n"
                                "routes:\n  - upstream: app\n";
     struct gw_config *c = load_ok(y);
     const struct gw_upstream_conf *u = &c->upstreams[0];
@@ -811,6 +833,10 @@ Test(config, uwsgi_upstream)
     cr_expect_eq(u->nservers, 2);
     cr_expect_eq(u->buffer_memory, 64u << 10);
     cr_expect_str_eq(u->buffer_dir, "/var/tmp");
+    cr_expect_eq(u->concurrency, 8);
+    cr_expect_eq(u->queue_limit, 0);
+    cr_expect_eq(u->queue_timeout_ms, 250);
+    cr_expect_eq(u->retry_after_ms, 2500);
     gw_config_unref(c);
 }
 

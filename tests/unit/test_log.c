@@ -33,6 +33,7 @@ static struct gw_access_rec full_rec(void)
         .route = S("api"),
         .server = S("10.0.0.1:8000"),
         .upstream_us = 567,
+        .queue_us = -1,
         .request_id = S("abc123"),
     };
 }
@@ -53,6 +54,7 @@ static struct gw_access_rec escape_rec(void)
         .status = 502,
         .duration_us = 5,
         .upstream_us = -1,
+        .queue_us = -1,
         .error = S("connect: \"refused\"\r\n"),
     };
 }
@@ -63,6 +65,26 @@ static const char escape_json[] =
     "\"status\":502,\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.005,\"upstream\":\"\","
     "\"server\":\"\",\"upstream_ms\":null,\"request_id\":\"\","
     "\"error\":\"connect: \\\"refused\\\"\\u000d\\u000a\"}\n";
+
+static void expect_json(const struct gw_access_rec *r, const char *want);
+
+Test(access_json, queue_time_only_when_queued)
+{
+    struct gw_access_rec r = full_rec();
+    char out[1024];
+    size_t n;
+
+    r.queue_us = 1500;
+    n = gw_access_format_json(out, sizeof out, &r);
+    cr_assert_gt(n, 0);
+    out[n] = '\0';
+    cr_expect_not_null(strstr(out, "\"upstream_ms\":0.567,\"queue_ms\":1.500,\"request_id\""),
+                       "%s", out);
+    r.queue_us = -1;
+    n = gw_access_format_json(out, sizeof out, &r);
+    out[n] = '\0';
+    cr_expect_null(strstr(out, "queue_ms"), "%s", out);
+}
 
 static void expect_json(const struct gw_access_rec *r, const char *want)
 {
