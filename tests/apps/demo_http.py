@@ -4,7 +4,8 @@ through gatehouse's http upstream (keep-alive pools).
 
     /usr/bin/python3 -m gunicorn -w 2 -k gthread -b 127.0.0.1:8001 --chdir tests/apps demo_http:app
 
-It answers the same whether or not the gateway strips the /http prefix:
+The /wsgi/ and /legacy/ demos are tests/apps/demo_wsgi.py. This app answers the same whether
+or not the gateway strips the /http prefix:
   /  /http/  /demo          the page that explains gatehouse and links the demos
   /http/headers  /headers   the request as the app received it (?format=json for JSON)
   /http/stream   /stream    a streamed (chunked) response, one line every interval
@@ -30,11 +31,11 @@ DEMOS = [
     ("/http/", "A plain HTTP service: this Flask app under gunicorn, reached through "
      "keep-alive connection pools.", True),
     ("/wsgi/", "A Flask app under gatehouse.wsgi, over the uwsgi protocol: the gateway "
-     "buffers requests and responses and queues excess load.", False),
-    ("/wsgi/events", "Server-Sent Events from Flask, streamed unbuffered with heartbeats.",
-     False),
+     "buffers requests and responses, so a slow client never holds a worker.", True),
+    ("/wsgi/events", "Server-Sent Events from that Flask app, streamed through unbuffered.",
+     True),
     ("/wsgi/ws", "A WebSocket served by Flask through WebSocket-over-HTTP.", False),
-    ("/legacy/", "A Flask app under Debian's uWSGI, unchanged.", False),
+    ("/legacy/", "The same Flask app under Debian's uWSGI, unchanged.", True),
     ("/asgi/", "A FastAPI app under gatehouse.asgi (multiplexed message protocol).", False),
     ("/asgi/events", "Server-Sent Events from FastAPI.", False),
     ("/asgi/ws", "A WebSocket echo from FastAPI.", False),
@@ -115,10 +116,26 @@ buffering and queueing, and async ASGI apps over a multiplexed, flow-controlled 
  Try <code>curl -N localhost:8080/http/stream</code>.</li>
 </ul>
 
+<h2>The WSGI demos</h2>
+<p>One plain Flask app (<code>tests/apps/demo_wsgi.py</code>), served twice over the uwsgi
+protocol on unix sockets: by <code>gatehouse.wsgi</code>, gatehouse's own pre-forked server,
+and by Debian's uWSGI, the way apps are deployed today. Both routes strip their prefix, which
+the app receives as <code>SCRIPT_NAME</code>.</p>
+<ul>
+<li><a href="/wsgi/">/wsgi/</a> and <a href="/legacy/">/legacy/</a> &mdash; which server and
+ worker answered, <code>SCRIPT_NAME</code> and <code>PATH_INFO</code>, and the
+ <code>X-Request-Start</code> time the gateway stamped on the request.</li>
+<li><a href="/wsgi/events">/wsgi/events</a> &mdash; Server-Sent Events, one per second: the
+ gateway buffers ordinary responses but streams <code>text/event-stream</code> as it comes.
+ Try <code>curl -N localhost:8080/wsgi/events</code>.</li>
+</ul>
+
 <h2>Things to try</h2>
 <pre>
 curl -i localhost:8080/http/headers
 curl -N localhost:8080/http/stream?n=5&amp;interval=1
+curl -N localhost:8080/wsgi/events?n=3
+curl localhost:8080/legacy/?format=json
 curl -i localhost:8080/no/such/route     # 404 from the gateway itself, if no route matches
 curl -i localhost:8080/http/../etc       # 400: dot segments are refused (use --path-as-is)
 </pre>

@@ -295,6 +295,8 @@ Test(config, bundled_files_load)
 
     unsetenv("GATEHOUSE_LISTEN");
     unsetenv("DEMO_HTTP_UPSTREAM");
+    unsetenv("DEMO_WSGI_UPSTREAM");
+    unsetenv("DEMO_LEGACY_UPSTREAM");
     for (size_t i = 0; i < GW_ARRAY_LEN(files); i++) {
         struct gw_config *c = NULL;
         char err[512];
@@ -311,16 +313,28 @@ Test(config, default_file_is_the_demo)
 
     unsetenv("GATEHOUSE_LISTEN");
     unsetenv("DEMO_HTTP_UPSTREAM");
+    unsetenv("DEMO_WSGI_UPSTREAM");
+    unsetenv("DEMO_LEGACY_UPSTREAM");
     cr_assert_eq(gw_config_load_file("config/gatehouse.yaml", &c, err, sizeof err), 0, "%s", err);
     cr_expect_str_eq(c->listen[0].address, "127.0.0.1:8080");
-    cr_assert_eq(c->nupstreams, 1);
+    cr_assert_eq(c->nupstreams, 3);
     cr_expect_str_eq(c->upstreams[0].name, "demo");
     cr_expect_str_eq(c->upstreams[0].servers[0].address, "127.0.0.1:8001");
-    cr_assert_eq(c->nroutes, 2);
+    for (size_t i = 1; i < 3; i++) {
+        cr_expect_eq(c->upstreams[i].protocol, GW_PROTO_UWSGI);
+        cr_expect_eq(c->upstreams[i].concurrency, 2);
+    }
+    cr_expect_str_eq(c->upstreams[1].name, "wsgi");
+    cr_expect_str_eq(c->upstreams[1].servers[0].unix_path, "/tmp/gatehouse-demo/wsgi.sock");
+    cr_expect_str_eq(c->upstreams[2].name, "legacy");
+    cr_assert_eq(c->nroutes, 4);
     cr_expect_str_eq(c->routes[0].path, "/http");
-    cr_expect_eq(c->routes[0].strip_prefix, 1);
-    cr_expect_str_eq(c->routes[1].path, "/");
-    cr_expect_eq(c->routes[1].strip_prefix, 0);
+    cr_expect_str_eq(c->routes[1].path, "/wsgi");
+    cr_expect_str_eq(c->routes[2].path, "/legacy");
+    for (size_t i = 0; i < 3; i++)
+        cr_expect_eq(c->routes[i].strip_prefix, 1);
+    cr_expect_str_eq(c->routes[3].path, "/");
+    cr_expect_eq(c->routes[3].strip_prefix, 0);
     gw_config_unref(c);
 }
 

@@ -1,0 +1,291 @@
+# SPDX-License-Identifier: MIT
+"""The demo behind `make run`: tools/demo.sh with its own ports and sockets serves every demo
+path of DESIGN.md that has landed, and SIGTERM to the script stops every process it started.
+
+The tests share one demo (a module fixture) and run in file order: the last one stops it.
+Every wait is bounded; every process is stopped by its PID."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+import gw
+from gw import Conn, free_port, wait_until
+
+DEMO_SH = gw.REPO / "tools" / "demo.sh"
+UWSGI = "/usr/bin/uwsgi"
+BIN = os.path.abspath(str(gw.GATEHOUSE_BIN))
+
+
+# ----------------------------------------------------------------------------------------
+# Processes, from /proc
+# ----------------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """(state, ppid, starttime) of |pid|, or None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def descendants(root):
+    """{pid: (starttime, argv)} of every process under |root| (not |root| itself)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                children.setdefault(st[1], []).append((int(name), st[2]))
+    out = {}
+    todo = [root]
+    while todo:
+        for pid, start in children.get(todo.pop(), []):
+            if pid not in out:
+                out[pid] = (start, cmdline(pid))
+                todo.append(pid)
+    return out
+
+
+def running(pid, start):
+    """True while the process |pid| that started at |start| runs (a zombie does not count)."""
+    st = proc_stat(pid)
+    return st is not None and st[2] == start and st[0] != "Z"
+
+
+def kind(argv):
+    """Which of the demo's servers |argv| is: gateway, gunicorn, gatehouse.wsgi, uwsgi."""
+    if not argv:
+        return None
+    if argv[0] == BIN:
+        return "gateway"
+    if argv[0] == UWSGI:
+        return "uwsgi"
+    if "gunicorn" in argv[:3]:
+        return "gunicorn"
+    if "gatehouse.wsgi" in argv[:3]:
+        return "gatehouse.wsgi"
+    return None
+
+
+# ----------------------------------------------------------------------------------------
+# The demo
+# ----------------------------------------------------------------------------------------
+
+class Demo:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self.tmpdir = workdir / "tmp"   # TMPDIR: where demo.sh makes its runtime directory
+        self.tmpdir.mkdir()
+        self.wsgi_sock = workdir / "wsgi.sock"
+        self.legacy_port = free_port()
+        self.env = dict(
+            os.environ, PYTHON=gw.PYTHON, TMPDIR=str(self.tmpdir),
+            GATEHOUSE_LISTEN="127.0.0.1:%d" % self.port,
+            DEMO_HTTP_UPSTREAM="127.0.0.1:%d" % free_port(),
+            DEMO_WSGI_UPSTREAM="unix:%s" % self.wsgi_sock,
+            DEMO_LEGACY_UPSTREAM="127.0.0.1:%d" % self.legacy_port)
+        for k in ("GATEHOUSE_CONFIG", "UWSGI"):
+            self.env.pop(k, None)
+        self.out = workdir / "demo.out"
+        self.err = workdir / "demo.err"
+        self.proc = None
+        self.seen = {}   # every descendant ever observed: pid -> (starttime, argv)
+
+    def start(self):
+        if not os.path.exists(BIN):
+            raise AssertionError("gateway binary %s does not exist (set GATEHOUSE_BIN or run "
+                                 "make)" % BIN)
+        with open(self.out, "wb") as fo, open(self.err, "wb") as fe:
+            self.proc = subprocess.Popen(["/bin/sh", str(DEMO_SH), BIN], cwd=str(gw.REPO),
+                                         env=self.env, stdin=subprocess.DEVNULL, stdout=fo,
+                                         stderr=fe)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError("demo.sh exited with %s at start"
+                                     % self.proc.returncode)
+            try:
+                return gw.get(self.port, "/healthz", timeout=2).status == 200
+            except (OSError, gw.ProtocolError):
+                return False
+        try:
+            wait_until(answers, timeout=60, interval=0.2, what="the demo's gateway")
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, self.stderr()))
+        return self
+
+    def stderr(self):
+        return self.err.read_text(errors="replace")[-4000:]
+
+    def snapshot(self):
+        """The demo's descendants now, by kind: {kind: [(pid, start, argv)]} of the direct
+        children, and every descendant under "all"."""
+        procs = descendants(self.proc.pid)
+        self.seen.update(procs)
+        out = {"all": procs}
+        for pid, (start, argv) in procs.items():
+            st = proc_stat(pid)
+            if st is not None and st[1] == self.proc.pid:
+                out.setdefault(kind(argv), []).append((pid, start, argv))
+        return out
+
+    def master(self, what):
+        masters = self.snapshot().get(what, [])
+        assert len(masters) == 1, "demo.sh runs %d %s processes" % (len(masters), what)
+        return masters[0][0]
+
+    def stop(self):
+        """Last resort (fixture teardown): demo.sh by SIGTERM, then anything left by SIGKILL,
+        each by its PID."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.snapshot()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid, (start, _) in self.seen.items():
+            if running(pid, start):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = Demo(tmp_path_factory.mktemp("demo"))
+    try:
+        yield d.start()
+    finally:
+        d.stop()
+
+
+def get(demo, target):
+    r = gw.get(demo.port, target, timeout=10)
+    assert r.status == 200, "%s: %d %r\n%s" % (target, r.status, r.body[:500], demo.stderr())
+    return r
+
+
+def get_json(demo, target):
+    r = get(demo, target)
+    assert r.header("Content-Type") == "application/json", r.headers
+    return json.loads(r.body)
+
+
+# ----------------------------------------------------------------------------------------
+# The paths
+# ----------------------------------------------------------------------------------------
+
+def test_index_links_every_demo(demo):
+    r = get(demo, "/")
+    assert r.header("Content-Type").startswith("text/html")
+    for path in ("/http/", "/wsgi/", "/wsgi/events", "/legacy/"):
+        assert ('href="%s"' % path).encode() in r.body, path
+
+
+def test_http_is_gunicorn_with_the_prefix_stripped(demo):
+    assert b"<h1>gatehouse</h1>" in get(demo, "/http/").body
+    info = get_json(demo, "/http/headers?format=json")
+    assert info["path_received"] == "/headers?format=json"
+    assert proc_stat(demo.master("gunicorn")) is not None
+
+
+def check_wsgi_page(demo, prefix, server, master_kind):
+    info = get_json(demo, prefix + "/?format=json")
+    assert info["server"].startswith(server), info
+    assert info["script_name"] == prefix and info["path_info"] == "/", info
+    assert re.fullmatch(r"t=\d{16}", info["x_request_start"]), info
+    assert proc_stat(info["pid"])[1] == demo.master(master_kind), \
+        "pid %d is not a worker of %s" % (info["pid"], master_kind)
+    page = get(demo, prefix + "/").body.decode()
+    assert "under %s" % server in page
+    assert 'href="%s/events"' % prefix in page   # url_for() sees SCRIPT_NAME
+
+
+def test_wsgi_is_gatehouse_wsgi(demo):
+    check_wsgi_page(demo, "/wsgi", "gatehouse.wsgi", "gatehouse.wsgi")
+
+
+def test_legacy_is_debian_uwsgi(demo):
+    check_wsgi_page(demo, "/legacy", "uWSGI", "uwsgi")
+
+
+def test_wsgi_events_arrive_one_by_one(demo):
+    pieces = []   # (arrival time, bytes) as the body comes in
+    with Conn(demo.port, timeout=15) as c:
+        t0 = time.monotonic()
+        c.send(gw.build_request("GET", "/wsgi/events?n=3", host="demo.test"))
+        r = c.read_head()
+        assert r.status == 200, r.raw_head
+        assert r.header("Content-Type").startswith("text/event-stream"), r.headers
+        c.read_body(r, sink=lambda b: pieces.append((time.monotonic() - t0, bytes(b))))
+    body = b"".join(p for _, p in pieces).decode()
+    events = [e for e in body.split("\n\n") if e]
+    assert [e.splitlines()[0] for e in events] == ["id: 1", "id: 2", "id: 3", "event: end"], \
+        body
+    pid = int(re.search(r"from pid (\d+)", events[0]).group(1))
+    assert proc_stat(pid)[1] == demo.master("gatehouse.wsgi")
+    # The first event was whole long before the stream ended (they are a second apart).
+    got, first = b"", None
+    for t, p in pieces:
+        got += p
+        if first is None and b"\n\n" in got:
+            first = t
+    end = pieces[-1][0]
+    assert end - first >= 1.5, "events did not arrive one by one: %r" % pieces
+
+
+# ----------------------------------------------------------------------------------------
+# Stopping (runs last)
+# ----------------------------------------------------------------------------------------
+
+def test_sigterm_stops_every_process(demo):
+    def all_up():
+        s = demo.snapshot()
+        workers = {k: sum(1 for _, (_, a) in s["all"].items() if kind(a) == k) - len(s.get(k, []))
+                   for k in ("gunicorn", "gatehouse.wsgi", "uwsgi")}
+        ok = all(len(s.get(k, [])) == 1 for k in ("gateway", "gunicorn", "gatehouse.wsgi",
+                                                  "uwsgi")) and min(workers.values()) >= 2
+        return ok and s
+    snap = wait_until(all_up, timeout=10, what="the demo's servers and their workers")
+    procs = snap["all"]
+    rundirs = list(demo.tmpdir.glob("gatehouse-demo.*"))
+    assert len(rundirs) == 1, rundirs
+
+    demo.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = demo.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("demo.sh still runs 60s after SIGTERM:\n" + demo.stderr())
+    assert rc == 143, "demo.sh exited with %s:\n%s" % (rc, demo.stderr())
+
+    def left():
+        return {pid: argv for pid, (start, argv) in procs.items() if running(pid, start)}
+    try:
+        wait_until(lambda: not left(), timeout=5, what="every process of the demo to exit")
+    except AssertionError:
+        raise AssertionError("still running after demo.sh exited: %r" % left())
+    assert "killing it" not in demo.stderr(), demo.stderr()
+    assert not rundirs[0].exists(), "demo.sh left its runtime directory %s" % rundirs[0]
+    assert not demo.wsgi_sock.exists(), "gatehouse.wsgi left its socket"
