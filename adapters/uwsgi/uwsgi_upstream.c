@@ -951,9 +951,10 @@ static int absorb(struct uw_job *j)
     if (j->mode == H1_BODY_LENGTH) {
         j->remaining -= n;
         if (j->remaining == 0) {
-            /* All there is: the worker is free now, whatever the client does. */
+            /* All there is: the worker and its slot are free now, whatever the client
+             * does. */
             j->worker_done = 1;
-            close_worker(j);
+            release_worker(j);
         }
     }
     return 0;

@@ -90,7 +90,11 @@ class CountingServer:
                 c.sendall(self.reply)
             else:
                 body = v.get("PATH_INFO", "").encode()
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                if "size" in q:
+                    body = b"b" * int(q["size"])
+                # close=1: no Content-Length, the close ends the body (uwsgi's usual way).
+                length = b"" if "close" in q else b"Content-Length: %d\r\n" % len(body)
+                c.sendall(b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (length, body))
         except OSError:
             pass
         finally:
@@ -233,6 +237,28 @@ def test_queued_request_is_dropped_when_its_client_leaves(harness, counting):
     assert counting.seen == ["/held?hold=700", "/after?"]
     e = g.access_for("/gone")[0]
     assert e["status"] == 0
+
+
+def test_a_slow_reader_does_not_keep_the_slot(harness, counting):
+    """The worker's response is whole in the gateway's buffer: its slot goes to the next
+    request while the client still reads, for a Content-Length response as for one
+    delimited by the close."""
+    g = start_gateway(harness, [counting.server], concurrency=1, queue={"timeout": "3s"})
+    for target in ("/cl?size=3000000", "/close?size=3000000&close=1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small window and an Ethernet MSS: loopback's socket buffers cannot take it all.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1448)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", g.port))
+        try:
+            s.sendall(build_request("GET", target))
+            s.recv(1024)
+            t0 = time.monotonic()
+            assert get(g.port, "/next").status == 200
+            assert time.monotonic() - t0 < 1.5, "the slow reader kept the only slot"
+        finally:
+            s.close()
 
 
 def test_no_slot_is_lost_to_failures(harness, tmp_path, counting):
