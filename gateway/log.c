@@ -443,6 +443,8 @@ size_t gw_access_format_json(char *out, size_t cap, const struct gw_access_rec *
     need += (size_t)(put_u64(num, r->bytes_out) - num);
     need += (size_t)(put_ms(num, r->duration_us) - num);
     need += r->upstream_us < 0 ? 4 : (size_t)(put_ms(num, (uint64_t)r->upstream_us) - num);
+    if (r->queue_us >= 0)
+        need += sizeof JSON_QUEUE_KEY - 1 + (size_t)(put_ms(num, (uint64_t)r->queue_us) - num);
     if (cap < need)
         return 0;
     return format_json(out, r);

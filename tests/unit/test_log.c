@@ -269,12 +269,21 @@ static void expect_exact_cap(const struct gw_access_rec *r, const char *want)
     free(out);
 }
 
+static const char queued_json[] =
+    "{\"time\":\"2026-11-25T00:47:12.123Z\",\"client\":\"1.2.3.4:5\",\"method\":\"GET\","
+    "\"target\":\"/api/x?q=1\",\"host\":\"example.com\",\"status\":200,\"bytes_in\":512,"
+    "\"bytes_out\":2048,\"duration_ms\":1.234,\"upstream\":\"api\","
+    "\"server\":\"10.0.0.1:8000\",\"upstream_ms\":0.567,\"queue_ms\":12345.678,"
+    "\"request_id\":\"abc123\"}\n";
+
 Test(access_json, cap_too_small)
 {
-    struct gw_access_rec full = full_rec(), esc = escape_rec();
+    struct gw_access_rec full = full_rec(), esc = escape_rec(), queued = full_rec();
 
+    queued.queue_us = 12345678;
     expect_exact_cap(&full, full_json);
     expect_exact_cap(&esc, escape_json);
+    expect_exact_cap(&queued, queued_json);
 }
 
 /* Reads what the pipe holds (its read end is non-blocking). */
