@@ -85,7 +85,7 @@ static void admit(struct gw_gate *g)
         g->inflight++;
         w->state = GW_WAIT_GRANTED;
         list_push(&b->head, &b->tail, w);
-        /* EAGAIN means the counter is already nonzero: the thread is being woken anyway. */
+        /* EAGAIN: the counter is near its maximum, so the thread has wake-ups pending. */
         if (write(b->fd, &one, sizeof one) < 0 && errno != EAGAIN)
             gw_log_error("gate %s: cannot wake a worker (%s)", g->name, strerror(errno));
     }
@@ -139,8 +139,10 @@ void gw_gate_box_free(struct gw_gate_box *b)
 {
     if (b == NULL)
         return;
+    pthread_mutex_lock(&gates_mu);
     if (b->head != NULL)
         gw_log_error("gate: a worker's box freed with waiters in it");
+    pthread_mutex_unlock(&gates_mu);
     if (b->ev != NULL)
         event_free(b->ev);
     close(b->fd);
@@ -187,10 +189,10 @@ void gw_gate_detach(struct gw_gate *g)
     for (pp = &gates; *pp != g; pp = &(*pp)->next)
         ;
     *pp = g->next;
-    pthread_mutex_unlock(&gates_mu);
     if (g->head != NULL || g->inflight != 0)
         gw_log_error("gate %s: freed with %u in flight and %zu queued", g->name, g->inflight,
                      g->queued);
+    pthread_mutex_unlock(&gates_mu);
     while (g->servers != NULL) {
         struct gate_server *s = g->servers;
         g->servers = s->next;

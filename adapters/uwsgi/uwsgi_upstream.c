@@ -494,8 +494,8 @@ static int build_packet(struct uw_job *j, const char **reason)
         var_slice(&b, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
     var_slice(&b, "HTTP_FORWARDED", x->fwd.forwarded);
     var_slice(&b, "HTTP_X_REQUEST_ID", x->fwd.request_id);
-    /* When the request was whole and asked for a slot: the app's "now - t" is the time it
-     * spent queued (the convention of X-Request-Start readers such as APM agents). */
+    /* When the request was whole and about to ask for a slot: the app's "now - t" is the
+     * time it spent queued (the convention of X-Request-Start readers such as APM agents). */
     var_u64(&b, "HTTP_X_REQUEST_START", j->enter_us, "t=");
 
     rc = 0;
@@ -594,22 +594,11 @@ static void note_queue_time(struct uw_job *j)
     j->x->queue_us = now > j->enter_us ? (int64_t)(now - j->enter_us) : 0;
 }
 
-/* Holds a slot: build the packet and connect. */
+/* Holds a slot: connect. */
 static void send_off(struct uw_job *j)
 {
-    const char *reason = NULL;
-    int status;
-
     j->phase = UP_CONNECT;
     note_queue_time(j);
-    status = build_packet(j, &reason);
-    if (status != 0) {
-        struct gw_exchange *x = j->x;
-        gw_log_ctx(GW_LOG_INFO, x->log_ctx, "upstream %s: %s", j->pool->u->name, reason);
-        detach(j);
-        gw_exchange_fail(x, status, reason);
-        return;
-    }
     if (j->x->timed && j->x->up_start_ms == 0)
         j->x->up_start_ms = gw_now_ms();
     connect_next(j, 502, GW_R_REFUSED);
@@ -635,14 +624,14 @@ static void on_granted(struct gw_gate_waiter *w)
     job_leave(j);
 }
 
-static void fail_busy(struct uw_job *j, const char *reason)
+/* Answers 503 with Retry-After: no slot for |j| now (|what| says why, for the log). */
+static void fail_busy(struct uw_job *j, const char *reason, const char *what)
 {
     struct gw_exchange *x = j->x;
     uint64_t ra = j->pool->u->retry_after_ms;
 
     gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s: %s; answering 503", j->pool->u->name,
-               reason == R_QUEUE_FULL ? "queue full (queue.limit)"
-                                      : "no slot within queue.timeout");
+               what);
     x->retry_after_s = (unsigned)((ra + 999) / 1000);
     note_queue_time(j);
     detach(j);
@@ -658,23 +647,34 @@ static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
     job_enter(j);
     /* Granted meanwhile: on_granted() is on its way through the box; let it run. */
     if (j->x != NULL && gw_gate_unqueue(&j->wait))
-        fail_busy(j, R_QUEUE_TIMEOUT);
+        fail_busy(j, R_QUEUE_TIMEOUT, "no slot within queue.timeout");
     job_leave(j);
 }
 
-/* The whole request body is in the spool: ask the upstream's gate for a slot. */
+/* The whole request body is in the spool: build the packet (a request the worker would
+ * refuse is refused before it waits), then ask the upstream's gate for a slot. */
 static void dispatch(struct uw_job *j)
 {
     struct gw_uwsgi_pool *p = j->pool;
     struct timeval tv;
+    const char *reason = NULL;
+    int status;
 
     j->enter_us = wall_us();
+    status = build_packet(j, &reason);
+    if (status != 0) {
+        struct gw_exchange *x = j->x;
+        gw_log_ctx(GW_LOG_INFO, x->log_ctx, "upstream %s: %s", p->u->name, reason);
+        detach(j);
+        gw_exchange_fail(x, status, reason);
+        return;
+    }
     switch (gw_gate_enter(p->gate, &j->wait, p->box, on_granted)) {
     case GW_GATE_PASS:
         send_off(j);
         return;
     case GW_GATE_FULL:
-        fail_busy(j, R_QUEUE_FULL);
+        fail_busy(j, R_QUEUE_FULL, "queue full (queue.limit)");
         return;
     case GW_GATE_QUEUED:
         break;
@@ -684,13 +684,8 @@ static void dispatch(struct uw_job *j)
         j->qtimer = evtimer_new(p->base, on_queue_timeout, j);
     tv.tv_sec = (time_t)(p->u->queue_timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)(p->u->queue_timeout_ms % 1000 * 1000);
-    if (j->qtimer == NULL || evtimer_add(j->qtimer, &tv) != 0) {
-        struct gw_exchange *x = j->x;
-        gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: cannot arm the queue timer",
-                   p->u->name);
-        detach(j);
-        gw_exchange_fail(x, 503, R_QUEUE_TIMEOUT);
-    }
+    if (j->qtimer == NULL || evtimer_add(j->qtimer, &tv) != 0)
+        fail_busy(j, R_QUEUE_FULL, "cannot arm the queue timer (out of memory)");
 }
 
 /* Takes what the client sent so far into the request spool; dispatches once it is whole. */

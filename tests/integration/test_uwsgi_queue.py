@@ -69,6 +69,15 @@ class CountingServer:
             t.start()
 
     def _serve(self, c):
+        # Counted from accept until just before the last response byte goes out: once the
+        # gateway has the whole response it may give the slot to the next request at once.
+        held = [True]
+
+        def done():
+            if held[0]:
+                held[0] = False
+                with self.lock:
+                    self.now -= 1
         with self.lock:
             self.now += 1
             self.max = max(self.max, self.now)
@@ -87,19 +96,21 @@ class CountingServer:
             q = dict(p.split("=", 1) for p in v.get("QUERY_STRING", "").split("&") if "=" in p)
             time.sleep(int(q.get("hold", "0")) / 1000)
             if self.reply is not None:
-                c.sendall(self.reply)
+                reply = self.reply
             else:
                 body = v.get("PATH_INFO", "").encode()
                 if "size" in q:
                     body = b"b" * int(q["size"])
                 # close=1: no Content-Length, the close ends the body (uwsgi's usual way).
                 length = b"" if "close" in q else b"Content-Length: %d\r\n" % len(body)
-                c.sendall(b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (length, body))
+                reply = b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (length, body)
+            c.sendall(reply[:-1])
+            done()
+            c.sendall(reply[-1:])
         except OSError:
             pass
         finally:
-            with self.lock:
-                self.now -= 1
+            done()
             c.close()
 
     def stop(self):
@@ -219,6 +230,20 @@ def test_queue_timeout_is_503_with_retry_after(harness, counting):
     assert "/late?" not in counting.seen
     e = g.access_for("/late")[0]
     assert e["error"] == "upstream queue timed out" and 250 <= e["queue_ms"] < 1200, e
+
+
+def test_a_request_the_worker_cannot_take_is_refused_before_it_waits(harness, counting):
+    g = start_gateway(harness, [counting.server], concurrency=1, queue={"limit": 0},
+                      limits={"header_bytes": "128k", "headers": 100})
+    held = threading.Thread(target=get, args=(g.port, "/held?hold=800"))
+    held.start()
+    wait_until(lambda: counting.now == 1, timeout=5, what="the first request at the backend")
+    # The queue takes no one: a 503 here would mean it was judged only after asking.
+    assert get(g.port, "/nul%00x").status == 400
+    assert get(g.port, "/x", headers=[("X-Big-%d" % i, "v" * 14000) for i in range(5)]
+               ).status == 431
+    assert get(g.port, "/full").status == 503
+    held.join(15)
 
 
 def test_queued_request_is_dropped_when_its_client_leaves(harness, counting):
