@@ -38,14 +38,14 @@ def uwsgi_upstream(servers, **over):
 class GhWsgi:
     """`python3 -m gatehouse.wsgi APP --bind unix:PATH --workers N`, stopped by PID."""
 
-    def __init__(self, workdir, app="wsgi_app:app", workers=2, name="ghwsgi"):
+    def __init__(self, workdir, app="wsgi_app:app", workers=2, name="ghwsgi", args=()):
         self.sock = str(workdir / ("%s.sock" % name))
         self.errpath = workdir / ("%s.err" % name)
         env = dict(os.environ, PYTHONPATH=str(ADAPTERS), PYTHONUNBUFFERED="1")
         with open(self.errpath, "wb") as err:
             self.proc = subprocess.Popen(
                 [gw.PYTHON, "-m", "gatehouse.wsgi", app, "--bind", "unix:" + self.sock,
-                 "--workers", str(workers), "--chdir", str(APPS)],
+                 "--workers", str(workers), "--chdir", str(APPS)] + list(args),
                 cwd=str(APPS), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err)
         wait_until(lambda: self.errpath.read_text(errors="replace").count("worker booted")
@@ -249,16 +249,24 @@ def test_remote_addr_behind_trusted_proxy(harness, ghw):
 
 # ---- request bodies -------------------------------------------------------------------------
 
-def test_post_10mb_arrives_whole(harness, ghw):
-    body = os.urandom(10 * MIB)
-    g = gateway_for(harness, [ghw.server], limits={"body_bytes": "20m"})
-    with Conn(g.port, timeout=30) as c:
-        r = c.request("POST", "/body?mode=read", body=body, timeout=30)
+def test_post_100mb_arrives_whole_through_a_file(harness, ghw):
+    """100 MB reach the app whole; past buffer.memory (1m) they wait in a temporary file, not
+    in the gateway's memory."""
+    n = 100 * 1000 * 1000
+    body = os.urandom(n)
+    g = gateway_for(harness, [ghw.server], limits={"body_bytes": "200m"})
+    base = g.rss_kb()
+    sampler = gw.RssSampler(g.pid).start()
+    with Conn(g.port, timeout=60) as c:
+        r = c.request("POST", "/body?mode=read", body=body, timeout=60)
+    sampler.stop()
     assert r.status == 200, r
     j = r.json()
-    assert j["len"] == len(body)
+    assert j["len"] == n
     assert j["sha256"] == hashlib.sha256(body).hexdigest()
     assert j["after"] == 0
+    # Held whole it would be 100 MB (the margin is for a sanitizer build's quarantine).
+    assert sampler.max_kb - base < 24 * 1024, (base, sampler.max_kb)
 
 
 def test_chunked_body_becomes_content_length(harness, ghw):
@@ -399,6 +407,25 @@ def test_worker_killed_before_head_502(harness, tmp_path):
                    timeout=10, what="worker respawned")
     finally:
         one.stop()
+
+
+def test_stuck_worker_killed_by_timeout_502(harness, tmp_path):
+    """gatehouse.wsgi --timeout kills a worker stuck in app code (after dumping its stack):
+    the gateway answers 502 and the master starts another worker."""
+    app = GhWsgi(tmp_path, workers=1, name="stuck", args=["--timeout", "1"])
+    try:
+        g = gateway_for(harness, [app.server])
+        t0 = time.monotonic()
+        r = gw.get(g.port, "/stuck?s=30", timeout=20)
+        assert r.status == 502, r
+        assert time.monotonic() - t0 < 10
+        err = app.errpath.read_text(errors="replace")
+        assert "stuck_in_app_code" in err, err[-2000:]
+        wait_until(lambda: app.errpath.read_text(errors="replace").count("worker booted") >= 2,
+                   timeout=10, what="worker respawned")
+        assert gw.get(g.port, "/pid").status == 200
+    finally:
+        app.stop()
 
 
 def test_slow_worker_504(harness, ghw):
