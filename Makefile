@@ -99,7 +99,11 @@ run:
 bench:
 	@tools/deps.sh bench
 	$(MAKE) all
-	$(PYTHON) tests/bench/bench_http.py --gatehouse $(abspath $(BUILD)/gatehouse)
+	@st=0; \
+	$(PYTHON) tests/bench/bench_http.py --gatehouse $(abspath $(BUILD)/gatehouse) || st=$$?; \
+	$(PYTHON) tests/bench/bench_wsgi.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
+	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
+	exit $$st
 
 clean:
 	rm -rf build build-san build-fuzz
