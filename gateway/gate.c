@@ -34,10 +34,12 @@ struct gw_gate {
 };
 
 /* Owned by its worker thread. |fd| is written by any thread under the mutex (a box is freed
- * only once no waiter of its thread is left, so no writer can be on its way). */
+ * only once no waiter of its thread is left, so no writer can be on its way); |kick| wakes
+ * the box from its own thread without a system call. */
 struct gw_gate_box {
     int fd;
     struct event *ev;
+    struct event *kick;
     struct gw_gate_waiter *head, *tail;  /* granted, oldest first */
 };
 
@@ -72,8 +74,9 @@ static void list_remove(struct gw_gate_waiter **head, struct gw_gate_waiter **ta
     w->prev = w->next = NULL;
 }
 
-/* Hands free slots to the oldest waiters, waking their threads. */
-static void admit(struct gw_gate *g)
+/* Hands free slots to the oldest waiters, waking their threads; |here| is the caller's
+ * box (NULL when unknown), woken without the eventfd. */
+static void admit(struct gw_gate *g, struct gw_gate_box *here)
 {
     while (g->head != NULL && (g->limit == 0 || g->inflight < g->limit)) {
         struct gw_gate_waiter *w = g->head;
@@ -85,6 +88,10 @@ static void admit(struct gw_gate *g)
         g->inflight++;
         w->state = GW_WAIT_GRANTED;
         list_push(&b->head, &b->tail, w);
+        if (b == here) {
+            event_active(b->kick, 0, 0);
+            continue;
+        }
         /* EAGAIN: the counter is near its maximum, so the thread has wake-ups pending. */
         if (write(b->fd, &one, sizeof one) < 0 && errno != EAGAIN)
             gw_log_error("gate %s: cannot wake a worker (%s)", g->name, strerror(errno));
@@ -93,14 +100,13 @@ static void admit(struct gw_gate *g)
 
 /* ---- boxes ------------------------------------------------------------------------------ */
 
-static void on_box(evutil_socket_t fd, short what, void *arg)
+/* Runs the granted() callbacks of the box's waiters. */
+static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_gate_box *b = arg;
-    uint64_t v;
 
+    (void)fd;
     (void)what;
-    if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN)
-        gw_log_error("gate: box read: %s", strerror(errno));
     /* One at a time: a granted() callback may give its slot back and grant the next one. */
     for (;;) {
         struct gw_gate_waiter *w;
@@ -118,6 +124,15 @@ static void on_box(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_box(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t v;
+
+    if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        gw_log_error("gate: box read: %s", strerror(errno));
+    on_kick(fd, what, arg);
+}
+
 struct gw_gate_box *gw_gate_box_new(struct event_base *base)
 {
     struct gw_gate_box *b = gw_xcalloc(1, sizeof *b);
@@ -128,7 +143,8 @@ struct gw_gate_box *gw_gate_box_new(struct event_base *base)
         return NULL;
     }
     b->ev = event_new(base, b->fd, EV_READ | EV_PERSIST, on_box, b);
-    if (b->ev == NULL || event_add(b->ev, NULL) != 0) {
+    b->kick = event_new(base, -1, 0, on_kick, b);
+    if (b->ev == NULL || b->kick == NULL || event_add(b->ev, NULL) != 0) {
         gw_gate_box_free(b);
         return NULL;
     }
@@ -145,6 +161,8 @@ void gw_gate_box_free(struct gw_gate_box *b)
     pthread_mutex_unlock(&gates_mu);
     if (b->ev != NULL)
         event_free(b->ev);
+    if (b->kick != NULL)
+        event_free(b->kick);
     close(b->fd);
     free(b);
 }
@@ -170,7 +188,7 @@ struct gw_gate *gw_gate_attach(const char *name, unsigned limit, size_t queue_li
     /* The newest configuration's limits apply to every exchange from here on. */
     g->limit = limit;
     g->queue_limit = queue_limit;
-    admit(g);
+    admit(g, NULL);
     pthread_mutex_unlock(&gates_mu);
     return g;
 }
@@ -279,11 +297,11 @@ void gw_gate_leave(struct gw_gate_waiter *w)
     case GW_WAIT_GRANTED:
         list_remove(&w->box->head, &w->box->tail, w);
         g->inflight--;
-        admit(g);
+        admit(g, w->box);
         break;
     case GW_WAIT_HOLDING:
         g->inflight--;
-        admit(g);
+        admit(g, w->box);
         break;
     case GW_WAIT_NONE:
         break;
