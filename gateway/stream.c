@@ -189,19 +189,46 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         s->on_drain(s, s->arg);
 }
 
+/* The allocations of a parked stream (all NULL for a new one), reused by stream_setup(). */
+struct parked {
+    struct event *rev, *wev, *tev;
+    struct evbuffer *in, *out;
+};
+
+static struct parked unpark(struct gw_stream *s)
+{
+    struct parked p = {s->rev, s->wev, s->tev, s->in, s->out};
+
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    return p;
+}
+
 static int stream_setup(struct gw_stream *s, struct event_base *base, int fd,
                         gw_stream_cb *on_read, gw_stream_cb *on_drain,
-                        gw_stream_event_cb *on_event, void *arg)
+                        gw_stream_event_cb *on_event, void *arg, const struct parked *p)
 {
     memset(s, 0, sizeof *s);
     s->fd = fd;
     s->read_size = STREAM_READ_SIZE;
     s->small_reads = 1; /* request and response heads come first */
-    s->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, s);
-    s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
-    s->tev = evtimer_new(base, on_read_timer, s);
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
+    if (p->rev != NULL) {
+        /* Parked: none of its events is pending, so they may be assigned again. */
+        s->rev = p->rev;
+        s->wev = p->wev;
+        s->tev = p->tev;
+        s->in = p->in;
+        s->out = p->out;
+        event_assign(s->rev, base, fd, EV_READ | EV_PERSIST, on_readable, s);
+        event_assign(s->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
+        evtimer_assign(s->tev, base, on_read_timer, s);
+    } else {
+        s->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, s);
+        s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
+        s->tev = evtimer_new(base, on_read_timer, s);
+        s->in = evbuffer_new();
+        s->out = evbuffer_new();
+    }
     if (s->rev == NULL || s->wev == NULL || s->tev == NULL || s->in == NULL || s->out == NULL) {
         s->fd = -1; /* closed below, not by gw_stream_close() */
         gw_stream_close(s);
@@ -215,7 +242,9 @@ static int stream_setup(struct gw_stream *s, struct event_base *base, int fd,
 int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stream_cb *on_read,
                    gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
 {
-    return stream_setup(s, base, fd, on_read, on_drain, on_event, arg);
+    static const struct parked none;
+
+    return stream_setup(s, base, fd, on_read, on_drain, on_event, arg, &none);
 }
 
 int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
@@ -223,20 +252,25 @@ int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct
                       gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
 {
     int one = 1, fd, saved;
+    struct parked p = unpark(s);
 
-    memset(s, 0, sizeof *s);
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (sa->sa_family != AF_UNIX)
+    if (fd >= 0 && sa->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, sa, salen) != 0 && errno != EINPROGRESS) {
+    if (fd < 0 || (connect(fd, sa, salen) != 0 && errno != EINPROGRESS)) {
         saved = errno;
-        close(fd);
+        if (fd >= 0)
+            close(fd);
+        /* Still parked: the allocations stay for the next try. */
+        s->rev = p.rev;
+        s->wev = p.wev;
+        s->tev = p.tev;
+        s->in = p.in;
+        s->out = p.out;
         errno = saved;
         return -1;
     }
-    if (stream_setup(s, base, fd, on_read, on_drain, on_event, arg) != 0) {
+    if (stream_setup(s, base, fd, on_read, on_drain, on_event, arg, &p) != 0) {
         errno = ENOMEM;
         return -1;
     }
@@ -307,6 +341,36 @@ void gw_stream_set_cbs(struct gw_stream *s, gw_stream_cb *on_read, gw_stream_cb 
     s->on_drain = on_drain;
     s->on_event = on_event;
     s->arg = arg;
+}
+
+void gw_stream_park(struct gw_stream *s)
+{
+    struct parked p;
+
+    if (s->rev == NULL || s->wev == NULL || s->tev == NULL || s->in == NULL || s->out == NULL) {
+        gw_stream_close(s);
+        return;
+    }
+    if (s->fd < 0)
+        return; /* parked already */
+    /* Only what may be pending: an event_del() costs even when there is nothing to remove.
+     * |wev| may carry an activation (a pending error, an owed drain) without |writing|. */
+    if (s->reading)
+        event_del(s->rev);
+    event_del(s->wev);
+    if (s->tev_at_ms != 0)
+        event_del(s->tev);
+    close(s->fd);
+    if (evbuffer_get_length(s->in) > 0)
+        evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    if (evbuffer_get_length(s->out) > 0)
+        evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    p = unpark(s);
+    s->rev = p.rev;
+    s->wev = p.wev;
+    s->tev = p.tev;
+    s->in = p.in;
+    s->out = p.out;
 }
 
 void gw_stream_close(struct gw_stream *s)

@@ -59,10 +59,11 @@ struct gw_stream {
 int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stream_cb *on_read,
                    gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg);
 
-/* Opens a non-blocking socket to |sa| and starts connecting. On success |s| is set up as by
+/* Opens a non-blocking socket to |sa| and starts connecting. |s| must be zeroed, closed or
+ * parked (gw_stream_park(): its allocations are reused). On success |s| is set up as by
  * gw_stream_init() and on_event(GW_STREAM_CONNECTED) or (GW_STREAM_ERROR) follows, or a write
  * timeout when |timeout_ms| passes first. Returns 0, or -1 with errno when the connect failed at
- * once (|s| is then left closed). */
+ * once (|s| is then left as it came: closed or parked). */
 int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
                       socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
                       gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg);
@@ -84,7 +85,13 @@ void gw_stream_flush(struct gw_stream *s);
 void gw_stream_set_cbs(struct gw_stream *s, gw_stream_cb *on_read, gw_stream_cb *on_drain,
                        gw_stream_event_cb *on_event, void *arg);
 
-/* Closes the socket and frees events and buffers. Safe on a zeroed or closed stream. */
+/* Closes the socket but keeps the events and buffers (emptied) for the next
+ * gw_stream_connect() on |s|, so one-shot upstream connections allocate nothing. A parked
+ * stream holds no fd; gw_stream_close() frees it. Safe on a zeroed or closed stream. */
+void gw_stream_park(struct gw_stream *s);
+
+/* Closes the socket and frees events and buffers. Safe on a zeroed, parked or closed
+ * stream. */
 void gw_stream_close(struct gw_stream *s);
 
 #endif

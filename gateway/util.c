@@ -58,10 +58,26 @@ size_t gw_fmt_u64(char *out, uint64_t v, unsigned base)
     char tmp[24];
     size_t n = 0;
 
-    do {
-        tmp[n++] = digits[v % base];
-        v /= base;
-    } while (v != 0);
+    /* Base 10 two digits at a time: a division by a constant is a multiplication, and the
+     * remainder follows from the quotient. */
+    if (base == 10) {
+        while (v >= 100) {
+            uint64_t q = v / 100;
+            unsigned r = (unsigned)(v - q * 100);
+            tmp[n++] = (char)('0' + r % 10);
+            tmp[n++] = (char)('0' + r / 10);
+            v = q;
+        }
+        do {
+            tmp[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+    } else {
+        do {
+            tmp[n++] = digits[v % base];
+            v /= base;
+        } while (v != 0);
+    }
     for (size_t i = 0; i < n; i++)
         out[i] = tmp[n - 1 - i];
     return n;

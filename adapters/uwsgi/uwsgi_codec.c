@@ -76,39 +76,35 @@ int uwsgi_vars_size(const struct uwsgi_var *vars, size_t n, size_t *size)
     return UWSGI_OK;
 }
 
+int uwsgi_writer_finish(struct uwsgi_writer *w, uint8_t modifier1, uint8_t modifier2,
+                        size_t *written)
+{
+    size_t datasize;
+
+    if (w->too_big)
+        return UWSGI_E_TOO_BIG;
+    datasize = w->len - UWSGI_HDR_LEN;
+    if (datasize > UINT16_MAX)
+        return UWSGI_E_TOO_BIG;
+    w->buf[0] = modifier1;
+    put_u16le(w->buf + 1, datasize);
+    w->buf[3] = modifier2;
+    *written = w->len;
+    return UWSGI_OK;
+}
+
 int uwsgi_encode(uint8_t *out, size_t cap, uint8_t modifier1, uint8_t modifier2,
                  const struct uwsgi_var *vars, size_t n, size_t *written)
 {
-    size_t room, used = 0;
-    uint8_t *p;
+    struct uwsgi_writer w;
 
-    if (cap < UWSGI_HDR_LEN)
-        return UWSGI_E_TOO_BIG;
-    /* One bound serves both limits: the 16-bit datasize and the caller's buffer. Vars go out
-     * first and the header last, once the size is known, so the vars are walked only once. */
-    room = cap - UWSGI_HDR_LEN;
-    if (room > UINT16_MAX)
-        room = UINT16_MAX;
-    p = out + UWSGI_HDR_LEN;
-    for (size_t i = 0; i < n; i++) {
-        size_t kl = vars[i].key_len, vl = vars[i].val_len;
-
-        /* Each length is checked alone before they are added, so the sum cannot wrap. */
-        if (kl > UINT16_MAX || vl > UINT16_MAX || UWSGI_VAR_OVERHEAD + kl + vl > room - used)
-            return UWSGI_E_TOO_BIG;
-        put_u16le(p, kl);
-        copy(p + 2, vars[i].key, kl);
-        p += 2 + kl;
-        put_u16le(p, vl);
-        copy(p + 2, vars[i].val, vl);
-        p += 2 + vl;
-        used += UWSGI_VAR_OVERHEAD + kl + vl;
+    /* Past UWSGI_MAX_PACKET the datasize check refuses anyway: stop writing there. */
+    uwsgi_writer_init(&w, out, cap < UWSGI_MAX_PACKET ? cap : UWSGI_MAX_PACKET);
+    for (size_t i = 0; i < n && !w.too_big; i++) {
+        uwsgi_item(&w, vars[i].key, vars[i].key_len);
+        uwsgi_item(&w, vars[i].val, vars[i].val_len);
     }
-    out[0] = modifier1;
-    put_u16le(out + 1, used);
-    out[3] = modifier2;
-    *written = UWSGI_HDR_LEN + used;
-    return UWSGI_OK;
+    return uwsgi_writer_finish(&w, modifier1, modifier2, written);
 }
 
 int uwsgi_decode(const uint8_t *in, size_t len, uint8_t *modifier1, uint8_t *modifier2,

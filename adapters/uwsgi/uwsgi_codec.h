@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* Sans-I/O codec for the uwsgi packet (as nginx's uwsgi_pass and uWSGI speak it): vars encoder,
- * decoder, HTTP header -> CGI var names and PATH_INFO percent-decoding. No allocation, no I/O. */
+/* Sans-I/O codec for the uwsgi packet (as nginx's uwsgi_pass and uWSGI speak it): vars encoder
+ * (whole arrays, or item by item in place), decoder, HTTP header -> CGI var names and
+ * PATH_INFO percent-decoding. No allocation, no I/O. */
 #ifndef UWSGI_CODEC_H
 #define UWSGI_CODEC_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Wire layout: modifier1 (u8) | datasize (u16 little-endian) | modifier2 (u8), then datasize
  * bytes of vars, each u16le key_len | key | u16le val_len | value. A request is modifier1 0,
@@ -47,6 +49,85 @@ int uwsgi_vars_size(const struct uwsgi_var *vars, size_t n, size_t *size);
  * written. */
 int uwsgi_encode(uint8_t *out, size_t cap, uint8_t modifier1, uint8_t modifier2,
                  const struct uwsgi_var *vars, size_t n, size_t *written);
+
+/* Builds a packet in place, item by item (a var is two items: its key, then its value), so
+ * that values made on the way (a decoded path, a CGI name, a number) are written once,
+ * straight into the packet. Owned by the caller; |buf| is borrowed. */
+struct uwsgi_writer {
+    uint8_t *buf;        /* header, then the vars */
+    size_t cap;          /* bytes at |buf| */
+    size_t len;          /* bytes written, header included */
+    size_t open;         /* offset of the last item's length */
+    int too_big;         /* an item did not fit: uwsgi_writer_finish() refuses the packet */
+};
+
+/* The item functions are inline: a packet is some forty items, most of them a literal key
+ * whose copy the compiler then turns into a few moves. */
+
+/* Starts a packet in |buf[0..cap)| (room for the header is kept). */
+static inline void uwsgi_writer_init(struct uwsgi_writer *w, uint8_t *buf, size_t cap)
+{
+    w->buf = buf;
+    w->cap = cap;
+    w->len = UWSGI_HDR_LEN;
+    w->open = 0;
+    w->too_big = cap < UWSGI_HDR_LEN;
+}
+
+/* Opens an item of at most |max| bytes and returns where they go, or NULL when they may not
+ * fit in the buffer (the writer is then too_big; later calls do nothing). Close it with
+ * uwsgi_item_end() or uwsgi_item_cancel() before the next item. */
+static inline char *uwsgi_item_begin(struct uwsgi_writer *w, size_t max)
+{
+    /* len <= cap always, so cap - len cannot wrap; the 16-bit limits wait for the end. */
+    if (w->too_big || max > w->cap - w->len || 2 > w->cap - w->len - max) {
+        w->too_big = 1;
+        return NULL;
+    }
+    w->open = w->len;
+    w->len += 2;
+    return (char *)w->buf + w->len;
+}
+
+/* Closes the open item at |len| bytes, at most the |max| it was opened with. */
+static inline void uwsgi_item_end(struct uwsgi_writer *w, size_t len)
+{
+    if (w->too_big)
+        return;
+    if (len > UINT16_MAX) {
+        w->too_big = 1;
+        return;
+    }
+    w->buf[w->open] = (uint8_t)(len & 0xff);
+    w->buf[w->open + 1] = (uint8_t)(len >> 8);
+    w->len += len;
+}
+
+/* Drops the open item, as if it had not been begun. */
+static inline void uwsgi_item_cancel(struct uwsgi_writer *w)
+{
+    if (!w->too_big)
+        w->len = w->open;
+}
+
+/* Appends the item |p[0..len)| (|p| may be NULL when |len| is 0). */
+static inline void uwsgi_item(struct uwsgi_writer *w, const char *p, size_t len)
+{
+    char *dst = uwsgi_item_begin(w, len);
+
+    if (dst != NULL) {
+        if (len != 0)
+            memcpy(dst, p, len);
+        uwsgi_item_end(w, len);
+    }
+}
+
+/* Writes the header (|modifier1|, datasize, |modifier2|) and stores the packet's length in
+ * |*written|. Returns UWSGI_OK, or UWSGI_E_TOO_BIG when an item did not fit, an item is over
+ * UINT16_MAX bytes or the vars are (datasize is summed in size_t and checked before it is
+ * narrowed, cf. CVE-2020-11984); |*written| is then untouched. */
+int uwsgi_writer_finish(struct uwsgi_writer *w, uint8_t modifier1, uint8_t modifier2,
+                        size_t *written);
 
 /* Parses one whole packet at the start of |in[0..len)|; bytes after it (a request body, the
  * next packet) are left alone. Returns UWSGI_INCOMPLETE until 4 + datasize bytes are there;

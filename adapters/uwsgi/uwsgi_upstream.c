@@ -36,6 +36,8 @@
 #define UW_FIXED_VARS 32
 /* The servers an exchange remembers having tried. */
 #define UW_TRIED_BITS 64
+/* Finished jobs a pool keeps, with their buffers and events, for the next exchanges. */
+#define UW_SPARE_JOBS 64
 
 static const char R_SPOOL[] = "cannot buffer the body (temporary file)";
 static const char R_VARS[] = "request head too large for uwsgi (vars over 64 KiB)";
@@ -72,6 +74,8 @@ struct gw_uwsgi_pool {
     size_t nservers;
     size_t rr;                          /* tie-break cursor among equally loaded servers */
     size_t njobs;
+    struct uw_job *spare;               /* up to UW_SPARE_JOBS, linked through |next_spare| */
+    size_t nspare;
     unsigned depth;
     int closing;
 };
@@ -83,6 +87,7 @@ enum uw_phase { UP_BODY = 0, UP_QUEUED, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
  * slot of the gate from dispatch until the worker is done (or the exchange detaches). */
 struct uw_job {
     struct gw_uwsgi_pool *pool;
+    struct uw_job *next_spare;
     struct gw_exchange *x;              /* NULL once detached */
     struct gw_stream s;
     struct gw_gate_waiter wait;
@@ -118,6 +123,16 @@ static int spool_init(struct uw_spool *sp, size_t limit, const char *dir)
     sp->limit = limit;
     sp->dir = dir;
     return sp->mem != NULL ? 0 : -1;
+}
+
+/* Empties |sp| for another exchange, keeping its memory buffer. */
+static void spool_reset(struct uw_spool *sp)
+{
+    evbuffer_drain(sp->mem, evbuffer_get_length(sp->mem));
+    if (sp->fd >= 0)
+        close(sp->fd);
+    sp->fd = -1;
+    sp->wpos = sp->rpos = 0;
 }
 
 static void spool_free(struct uw_spool *sp)
@@ -222,17 +237,7 @@ static ev_ssize_t spool_take(struct uw_spool *sp, struct evbuffer *dst, size_t m
 
 /* ---- pool and job guards ---------------------------------------------------------------- */
 
-static void pool_destroy(struct gw_uwsgi_pool *p)
-{
-    if (p->njobs != 0)
-        gw_log_error("upstream %s: pool freed with %zu exchanges still attached", p->u->name,
-                     p->njobs);
-    gw_gate_detach(p->gate);
-    free(p->servers);
-    free(p);
-}
-
-static void job_free(struct uw_job *j)
+static void job_destroy(struct uw_job *j)
 {
     gw_stream_close(&j->s);
     spool_free(&j->req);
@@ -242,8 +247,73 @@ static void job_free(struct uw_job *j)
     if (j->qtimer != NULL)
         event_free(j->qtimer);
     free(j->packet);
-    j->pool->njobs--;
     free(j);
+}
+
+static void pool_destroy(struct gw_uwsgi_pool *p)
+{
+    while (p->spare != NULL) {
+        struct uw_job *j = p->spare;
+        p->spare = j->next_spare;
+        job_destroy(j);
+    }
+    if (p->njobs != 0)
+        gw_log_error("upstream %s: pool freed with %zu exchanges still attached", p->u->name,
+                     p->njobs);
+    gw_gate_detach(p->gate);
+    free(p->servers);
+    free(p);
+}
+
+/* A finished job goes back to its pool's spares (allocations kept, state cleared), unless
+ * the pool is closing or has enough. */
+static void job_free(struct uw_job *j)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+    struct uw_job keep;
+
+    p->njobs--;
+    if (p->closing || p->nspare >= UW_SPARE_JOBS || j->req.mem == NULL ||
+        j->resp.mem == NULL || j->tmp == NULL) {
+        job_destroy(j);
+        return;
+    }
+    gw_stream_park(&j->s);
+    spool_reset(&j->req);
+    spool_reset(&j->resp);
+    evbuffer_drain(j->tmp, evbuffer_get_length(j->tmp));
+    free(j->packet);
+    keep = (struct uw_job){.pool = p, .s = j->s, .req = j->req, .resp = j->resp,
+                           .tmp = j->tmp, .qtimer = j->qtimer, .next_spare = p->spare};
+    *j = keep;
+    p->spare = j;
+    p->nspare++;
+}
+
+/* A job for a new exchange: a spare, or a new one with its buffers. NULL when out of
+ * memory. */
+static struct uw_job *job_new(struct gw_uwsgi_pool *p)
+{
+    const struct gw_upstream_conf *u = p->u;
+    struct uw_job *j = p->spare;
+
+    if (j != NULL) {
+        p->spare = j->next_spare;
+        p->nspare--;
+        j->next_spare = NULL;
+        return j;
+    }
+    j = gw_xcalloc(1, sizeof *j);
+    j->pool = p;
+    j->s.fd = -1;
+    j->req.fd = j->resp.fd = -1;
+    if (spool_init(&j->req, u->buffer_memory, u->buffer_dir) != 0 ||
+        spool_init(&j->resp, u->buffer_memory, u->buffer_dir) != 0 ||
+        (j->tmp = evbuffer_new()) == NULL) {
+        job_destroy(j);
+        return NULL;
+    }
+    return j;
 }
 
 static void job_enter(struct uw_job *j)
@@ -267,7 +337,7 @@ static void job_leave(struct uw_job *j)
 static void close_worker(struct uw_job *j)
 {
     if (j->open) {
-        gw_stream_close(&j->s);
+        gw_stream_park(&j->s);
         j->open = 0;
     }
     if (j->srv != NULL) {
@@ -313,52 +383,63 @@ static void fail(struct uw_job *j, int status, const char *reason, const char *w
 
 /* ---- the vars packet -------------------------------------------------------------------- */
 
-struct vars_builder {
-    struct uwsgi_var *v;
-    size_t n;
-    char *cur;              /* free space of the arena */
-};
+/* Bytes of packet allowed for each var the gateway adds itself: two lengths, a key of at most
+ * 32 bytes and a short value (a number, "on", a port, "HTTP/1.1"). */
+#define UW_FIXED_VAR_BYTES (4 + 32 + 32)
 
-static void var(struct vars_builder *b, const char *key, const char *val, size_t val_len)
+static void var(struct uwsgi_writer *w, const char *key, size_t key_len, const char *val,
+                size_t val_len)
 {
-    b->v[b->n++] = (struct uwsgi_var){key, strlen(key), val, val_len};
+    uwsgi_item(w, key, key_len);
+    uwsgi_item(w, val, val_len);
 }
 
-static void var_slice(struct vars_builder *b, const char *key, struct gw_slice s)
-{
-    var(b, key, s.p, s.len);
-}
+#define VAR(w, lit, p, n) var((w), (lit), sizeof(lit) - 1, (p), (n))
+#define VAR_SLICE(w, lit, s) var((w), (lit), sizeof(lit) - 1, (s).p, (s).len)
 
-static void var_u64(struct vars_builder *b, const char *key, uint64_t v, const char *prefix)
+/* A decimal var, after |prefix| ("" or "t="). */
+static void var_u64(struct uwsgi_writer *w, const char *key, size_t key_len, uint64_t v,
+                    const char *prefix)
 {
-    char *p = b->cur;
     size_t n = strlen(prefix);
+    char *p;
 
+    uwsgi_item(w, key, key_len);
+    p = uwsgi_item_begin(w, n + 20);
+    if (p == NULL)
+        return;
     memcpy(p, prefix, n);
-    n += gw_fmt_u64(p + n, v, 10);
-    b->cur += n;
-    var(b, key, p, n);
+    uwsgi_item_end(w, n + gw_fmt_u64(p + n, v, 10));
 }
 
-/* Joins the values of every field named |name| into the arena, with |sep| between them. */
-static struct gw_slice join_values(const struct gw_req *q, struct gw_slice name, const char *sep,
-                                   char **cur)
-{
-    struct gw_slice s = {*cur, 0};
-    size_t seplen = strlen(sep);
+#define VAR_U64(w, lit, v, prefix) var_u64((w), (lit), sizeof(lit) - 1, (v), (prefix))
 
-    for (size_t i = 0; i < q->nheaders; i++) {
+/* The value of every field named like field |first| (the first of its name), joined with
+ * |sep|, as one item. */
+static void var_joined(struct uwsgi_writer *w, const struct gw_req *q, size_t first,
+                       const char *sep, size_t seplen)
+{
+    struct gw_slice name = q->headers[first].name;
+    size_t max = 0, n = 0;
+    char *p;
+
+    for (size_t i = first; i < q->nheaders; i++)
+        if (gw_slice_eq_ci(q->headers[i].name, name.p, name.len))
+            max += q->headers[i].value.len + seplen;
+    p = uwsgi_item_begin(w, max);
+    if (p == NULL)
+        return;
+    for (size_t i = first; i < q->nheaders; i++) {
         if (!gw_slice_eq_ci(q->headers[i].name, name.p, name.len))
             continue;
-        if (s.len > 0) {
-            memcpy(*cur, sep, seplen);
-            *cur += seplen;
+        if (n > 0) {
+            memcpy(p + n, sep, seplen);
+            n += seplen;
         }
-        memcpy(*cur, q->headers[i].value.p, q->headers[i].value.len);
-        *cur += q->headers[i].value.len;
-        s.len = (size_t)(*cur - s.p);
+        memcpy(p + n, q->headers[i].value.p, q->headers[i].value.len);
+        n += q->headers[i].value.len;
     }
-    return s;
+    uwsgi_item_end(w, n);
 }
 
 static uint64_t wall_us(void)
@@ -370,7 +451,7 @@ static uint64_t wall_us(void)
 }
 
 /* Adds SERVER_NAME and SERVER_PORT from the request's authority. */
-static void server_vars(struct vars_builder *b, const struct gw_exchange *x)
+static void server_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
 {
     struct gw_slice h = x->req.host, name = h, port = {NULL, 0};
     int https = strcmp(x->scheme, "https") == 0;
@@ -394,52 +475,17 @@ static void server_vars(struct vars_builder *b, const struct gw_exchange *x)
         name = (struct gw_slice){"localhost", 9};
     if (port.len == 0)
         port = https ? (struct gw_slice){"443", 3} : (struct gw_slice){"80", 2};
-    var_slice(b, "SERVER_NAME", name);
-    var_slice(b, "SERVER_PORT", port);
+    VAR_SLICE(w, "SERVER_NAME", name);
+    VAR_SLICE(w, "SERVER_PORT", port);
 }
 
-/* Builds the packet for x into j->packet. Returns 0, or the HTTP status to fail with. */
-static int build_packet(struct uw_job *j, const char **reason)
+/* The client's address: behind a trusted proxy, the left-most X-Forwarded-For entry. Sets
+ * |*peer| when it is the peer's own (so REMOTE_PORT applies). */
+static struct gw_slice remote_addr(const struct gw_exchange *x, int *peer)
 {
-    const struct gw_exchange *x = j->x;
-    const struct gw_req *q = &x->req;
-    const struct gw_route_conf *rt = x->route;
-    size_t arena_len = q->path.len + 256, nvars = q->nheaders + UW_FIXED_VARS, size, written;
-    struct vars_builder b;
-    struct gw_slice path = q->path, query = {"", 0}, addr = x->fwd.client_ip;
-    const char *qm;
-    char *arena;
-    int has_nul = 0, rc, peer_addr = 1;
+    struct gw_slice addr = x->fwd.client_ip;
 
-    for (size_t i = 0; i < q->nheaders; i++)
-        arena_len += 2 * (q->headers[i].name.len + 5 + q->headers[i].value.len + 2);
-    arena = gw_xmalloc(arena_len);
-    b.v = gw_xmalloc(nvars * sizeof *b.v);
-    b.n = 0;
-    b.cur = arena;
-
-    qm = memchr(path.p, '?', path.len);
-    if (qm != NULL) {
-        query = (struct gw_slice){qm + 1, path.len - (size_t)(qm + 1 - path.p)};
-        path.len = (size_t)(qm - path.p);
-    }
-    var_slice(&b, "REQUEST_METHOD", q->method);
-    var_slice(&b, "REQUEST_URI", q->target);
-    {
-        size_t n = uwsgi_percent_decode(b.cur, path.p, path.len, &has_nul);
-        var(&b, "PATH_INFO", b.cur, n);
-        b.cur += n;
-    }
-    var_slice(&b, "QUERY_STRING", query);
-    if (rt->strip_prefix && !(rt->path_len == 1 && rt->path[0] == '/'))
-        var(&b, "SCRIPT_NAME", rt->path, rt->path_len);
-    else
-        var(&b, "SCRIPT_NAME", "", 0);
-    var(&b, "SERVER_PROTOCOL", q->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
-    if (q->has_body || spool_len(&j->req) > 0 || q->method.len != 3 ||
-        memcmp(q->method.p, "GET", 3) != 0)
-        var_u64(&b, "CONTENT_LENGTH", spool_len(&j->req), "");
-    /* Behind a trusted proxy the client is the left-most X-Forwarded-For entry. */
+    *peer = 1;
     if (x->fwd.trusted) {
         const char *comma = memchr(x->fwd.xff.p, ',', x->fwd.xff.len);
         struct gw_slice first = {x->fwd.xff.p,
@@ -451,17 +497,17 @@ static int build_packet(struct uw_job *j, const char **reason)
         while (first.len > 0 && (first.p[first.len - 1] == ' ' || first.p[first.len - 1] == '\t'))
             first.len--;
         if (first.len > 0) {
-            peer_addr = first.len == addr.len && memcmp(first.p, addr.p, addr.len) == 0;
+            *peer = first.len == addr.len && memcmp(first.p, addr.p, addr.len) == 0;
             addr = first;
         }
     }
-    var_slice(&b, "REMOTE_ADDR", addr);
-    if (peer_addr && x->fwd.client_port != 0)
-        var_u64(&b, "REMOTE_PORT", x->fwd.client_port, "");
-    server_vars(&b, x);
-    var(&b, "REQUEST_SCHEME", x->scheme, strlen(x->scheme));
-    if (strcmp(x->scheme, "https") == 0)
-        var(&b, "HTTPS", "on", 2);
+    return addr;
+}
+
+/* Adds an HTTP_* var for each request field, repeated fields joined into their first. */
+static void header_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
+{
+    const struct gw_req *q = &x->req;
 
     for (size_t i = 0; i < q->nheaders; i++) {
         struct gw_slice name = q->headers[i].name;
@@ -477,47 +523,102 @@ static int build_packet(struct uw_job *j, const char **reason)
             seen = gw_slice_eq_ci(q->headers[k].name, name.p, name.len);
         if (seen)
             continue; /* joined with its first occurrence */
-        key = b.cur;
+        key = uwsgi_item_begin(w, name.len + 5);
+        if (key == NULL)
+            return;
         vn = uwsgi_header_var(key, name.len + 5, name.p, name.len);
-        if (vn == 0)
-            continue; /* an underscore or other odd byte: dropped */
-        b.cur += vn;
-        {
-            struct gw_slice val =
-                join_values(q, name, GW_SLICE_EQ_LIT(name, "Cookie") ? "; " : ", ", &b.cur);
-            b.v[b.n++] = (struct uwsgi_var){key, vn, val.p, val.len};
+        if (vn == 0) {
+            uwsgi_item_cancel(w); /* an underscore or other odd byte: dropped */
+            continue;
         }
+        uwsgi_item_end(w, vn);
+        if (GW_SLICE_EQ_LIT(name, "Cookie"))
+            var_joined(w, q, i, "; ", 2);
+        else
+            var_joined(w, q, i, ", ", 2);
     }
-    var_slice(&b, "HTTP_X_FORWARDED_FOR", x->fwd.xff);
-    var_slice(&b, "HTTP_X_FORWARDED_PROTO", x->fwd.proto);
+}
+
+/* A bound of the packet's size for x: every var the gateway may add, at its longest. */
+static size_t packet_bound(const struct gw_exchange *x)
+{
+    const struct gw_req *q = &x->req;
+    const struct gw_forwarded *f = &x->fwd;
+    size_t n = UWSGI_HDR_LEN + UW_FIXED_VARS * UW_FIXED_VAR_BYTES + q->method.len +
+               q->target.len + 2 * q->path.len + x->route->path_len + 2 * q->host.len +
+               f->client_ip.len + f->xff.len + f->proto.len + f->fhost.len +
+               f->forwarded.len + f->request_id.len;
+
+    /* Each field: its CGI name ("HTTP_" + name), its value and a separator, two lengths. */
+    for (size_t i = 0; i < q->nheaders; i++)
+        n += UWSGI_VAR_OVERHEAD + 5 + q->headers[i].name.len + q->headers[i].value.len + 2;
+    return n;
+}
+
+/* Builds the packet for x into j->packet. Returns 0, or the HTTP status to fail with. */
+static int build_packet(struct uw_job *j, const char **reason)
+{
+    const struct gw_exchange *x = j->x;
+    const struct gw_req *q = &x->req;
+    const struct gw_route_conf *rt = x->route;
+    size_t cap = packet_bound(x), written;
+    struct uwsgi_writer w;
+    struct gw_slice path = q->path, query = {"", 0}, addr;
+    const char *qm;
+    char *p;
+    int has_nul = 0, peer_addr;
+
+    j->packet = gw_xmalloc(cap);
+    uwsgi_writer_init(&w, j->packet, cap);
+    qm = memchr(path.p, '?', path.len);
+    if (qm != NULL) {
+        query = (struct gw_slice){qm + 1, path.len - (size_t)(qm + 1 - path.p)};
+        path.len = (size_t)(qm - path.p);
+    }
+    VAR_SLICE(&w, "REQUEST_METHOD", q->method);
+    VAR_SLICE(&w, "REQUEST_URI", q->target);
+    uwsgi_item(&w, "PATH_INFO", 9);
+    p = uwsgi_item_begin(&w, path.len);
+    if (p != NULL)
+        uwsgi_item_end(&w, uwsgi_percent_decode(p, path.p, path.len, &has_nul));
+    VAR_SLICE(&w, "QUERY_STRING", query);
+    if (rt->strip_prefix && !(rt->path_len == 1 && rt->path[0] == '/'))
+        VAR(&w, "SCRIPT_NAME", rt->path, rt->path_len);
+    else
+        VAR(&w, "SCRIPT_NAME", "", 0);
+    VAR(&w, "SERVER_PROTOCOL", q->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
+    if (q->has_body || spool_len(&j->req) > 0 || q->method.len != 3 ||
+        memcmp(q->method.p, "GET", 3) != 0)
+        VAR_U64(&w, "CONTENT_LENGTH", spool_len(&j->req), "");
+    addr = remote_addr(x, &peer_addr);
+    VAR_SLICE(&w, "REMOTE_ADDR", addr);
+    if (peer_addr && x->fwd.client_port != 0)
+        VAR_U64(&w, "REMOTE_PORT", x->fwd.client_port, "");
+    server_vars(&w, x);
+    VAR(&w, "REQUEST_SCHEME", x->scheme, strlen(x->scheme));
+    if (strcmp(x->scheme, "https") == 0)
+        VAR(&w, "HTTPS", "on", 2);
+    header_vars(&w, x);
+    VAR_SLICE(&w, "HTTP_X_FORWARDED_FOR", x->fwd.xff);
+    VAR_SLICE(&w, "HTTP_X_FORWARDED_PROTO", x->fwd.proto);
     if (x->fwd.fhost.len > 0)
-        var_slice(&b, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
-    var_slice(&b, "HTTP_FORWARDED", x->fwd.forwarded);
-    var_slice(&b, "HTTP_X_REQUEST_ID", x->fwd.request_id);
+        VAR_SLICE(&w, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
+    VAR_SLICE(&w, "HTTP_FORWARDED", x->fwd.forwarded);
+    VAR_SLICE(&w, "HTTP_X_REQUEST_ID", x->fwd.request_id);
     /* When the request was whole and about to ask for a slot: the app's "now - t" is the
      * time it spent queued (the convention of X-Request-Start readers such as APM agents). */
-    var_u64(&b, "HTTP_X_REQUEST_START", j->enter_us, "t=");
+    VAR_U64(&w, "HTTP_X_REQUEST_START", j->enter_us, "t=");
 
-    rc = 0;
     if (has_nul) {
         *reason = R_NUL;
-        rc = 400;
-    } else if (uwsgi_vars_size(b.v, b.n, &size) != UWSGI_OK) {
-        *reason = R_VARS;
-        rc = 431;
-    } else {
-        j->packet = gw_xmalloc(UWSGI_HDR_LEN + size);
-        if (uwsgi_encode(j->packet, UWSGI_HDR_LEN + size, 0, 0, b.v, b.n, &written) !=
-            UWSGI_OK) {
-            *reason = R_VARS;
-            rc = 431;
-        } else {
-            j->packet_len = written;
-        }
+        return 400;
     }
-    free(b.v);
-    free(arena);
-    return rc;
+    if (uwsgi_writer_finish(&w, 0, 0, &written) != UWSGI_OK) {
+        *reason = R_VARS;
+        return 431;
+    }
+    j->packet_len = written;
+    return 0;
 }
 
 /* ---- connecting ------------------------------------------------------------------------- */
@@ -1092,21 +1193,18 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
 static void up_start(struct gw_exchange *x)
 {
     struct gw_uwsgi_pool *p = x->pool;
-    const struct gw_upstream_conf *u = p->u;
-    struct uw_job *j = gw_xcalloc(1, sizeof *j);
+    struct uw_job *j = job_new(p);
 
-    j->pool = p;
+    if (j == NULL) {
+        gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: out of memory", p->u->name);
+        gw_exchange_fail(x, 503, R_SPOOL);
+        return;
+    }
     j->x = x;
-    j->s.fd = -1;
     p->njobs++;
     x->up_ctx = j;
     job_enter(j);
-    if (spool_init(&j->req, u->buffer_memory, u->buffer_dir) != 0 ||
-        spool_init(&j->resp, u->buffer_memory, u->buffer_dir) != 0 ||
-        (j->tmp = evbuffer_new()) == NULL)
-        fail(j, 503, R_SPOOL, "out of memory", ENOMEM);
-    else
-        take_body(j);
+    take_body(j);
     job_leave(j);
 }
 

@@ -214,7 +214,7 @@ Test(stream, connect_succeeds_and_refuses)
 {
     struct sockaddr_in sin;
     socklen_t len = sizeof sin;
-    struct gw_stream cs;
+    struct gw_stream cs = {.fd = -1};
     struct probe cp;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -245,6 +245,51 @@ Test(stream, connect_succeeds_and_refuses)
     } else {
         cr_expect_eq(errno, ECONNREFUSED);
     }
+}
+
+Test(stream, a_parked_stream_connects_again_with_its_allocations)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof sin;
+    struct gw_stream cs = {.fd = -1};
+    struct probe cp;
+    struct event *rev;
+    struct evbuffer *in;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    for (int round = 0; round < 3; round++) {
+        memset(&cp, 0, sizeof cp);
+        cr_assert_eq(gw_stream_connect(&cs, base, (struct sockaddr *)&sin, sizeof sin, 1000,
+                                       on_read, on_drain, on_event, &cp),
+                     0);
+        if (round == 0) {
+            rev = cs.rev;
+            in = cs.in;
+        }
+        cr_expect_eq(cs.rev, rev, "round %d reuses the events", round);
+        cr_expect_eq(cs.in, in, "round %d reuses the buffers", round);
+        evbuffer_add(cs.out, "x", 1);
+        spin(base, 50);
+        cr_expect_eq(cp.events[GW_STREAM_CONNECTED], 1, "round %d", round);
+        gw_stream_park(&cs);
+        cr_expect_eq(cs.fd, -1);
+        cr_expect_eq(evbuffer_get_length(cs.out), 0);
+        /* Parked: nothing of it fires any more. */
+        spin(base, 20);
+        cr_expect_eq(cp.events[GW_STREAM_ERROR] + cp.events[GW_STREAM_EOF], 0);
+        int afd = accept(lfd, NULL, NULL);
+        cr_assert_geq(afd, 0);
+        close(afd);
+    }
+    gw_stream_close(&cs);
+    cr_expect_null(cs.rev);
+    close(lfd);
 }
 
 Test(stream, close_is_idempotent_and_safe_on_zeroed)

@@ -799,3 +799,90 @@ Test(uwsgi_codec, golden_vectors_all_listed)
     closedir(d);
     cr_expect_eq(files, 2 * ARRAY_LEN(vec_names), "every vector is a .bin and a .json");
 }
+
+/* ---- the in-place writer ------------------------------------------------------------------ */
+
+Test(uwsgi_writer, items_made_in_place_decode_as_vars)
+{
+    struct uwsgi_writer w;
+    struct uwsgi_var v[4];
+    size_t written = 0, n = 0, used = 0;
+    uint8_t m1 = 9, m2 = 9;
+    char *p;
+
+    uwsgi_writer_init(&w, buf, sizeof buf);
+    uwsgi_item(&w, "PATH_INFO", 9);
+    p = uwsgi_item_begin(&w, 10);
+    cr_assert_not_null(p);
+    memcpy(p, "/a", 2);
+    uwsgi_item_end(&w, 2); /* less than announced */
+    p = uwsgi_item_begin(&w, 20);
+    memcpy(p, "HTTP_X_DROPPED", 14);
+    uwsgi_item_cancel(&w);
+    uwsgi_item(&w, "EMPTY", 5);
+    uwsgi_item(&w, NULL, 0);
+    cr_assert_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_OK);
+    cr_expect_eq(written, 4 + (2 + 9 + 2 + 2) + (2 + 5 + 2));
+    cr_assert_eq(uwsgi_decode(buf, written, &m1, &m2, v, 4, &n, &used), UWSGI_OK);
+    cr_assert_eq(n, 2);
+    cr_expect_eq(used, written);
+    cr_expect_eq(m1, 0);
+    cr_expect_eq(v[0].val_len, 2);
+    cr_expect_arr_eq(v[0].val, "/a", 2);
+    cr_expect_eq(v[1].key_len, 5);
+    cr_expect_eq(v[1].val_len, 0);
+}
+
+Test(uwsgi_writer, short_buffer_refuses_and_writes_nothing_past_it)
+{
+    struct uwsgi_writer w;
+    size_t written = 777;
+
+    memset(buf, 0xAA, 64);
+    uwsgi_writer_init(&w, buf, 16);
+    uwsgi_item(&w, "0123456789", 10); /* 4 + 2 + 10 = 16: fits exactly */
+    cr_expect_eq(w.too_big, 0);
+    cr_expect_null(uwsgi_item_begin(&w, 0), "not even the two length bytes are left");
+    uwsgi_item(&w, "x", 1);
+    uwsgi_item_end(&w, 1);
+    uwsgi_item_cancel(&w);
+    cr_expect_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_E_TOO_BIG);
+    cr_expect_eq(written, 777);
+    cr_expect_eq(buf[16], 0xAA);
+    uwsgi_writer_init(&w, buf, 3);
+    cr_expect_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_E_TOO_BIG, "no room for the header");
+}
+
+Test(uwsgi_writer, datasize_and_item_limits_checked_before_narrowing)
+{
+    static uint8_t big_out[3 * 65536];
+    struct uwsgi_writer w;
+    size_t written = 0;
+    char *p;
+
+    /* One item of 65536 bytes fits the buffer but not its 16-bit length. */
+    uwsgi_writer_init(&w, big_out, sizeof big_out);
+    p = uwsgi_item_begin(&w, 65536);
+    cr_assert_not_null(p);
+    memset(p, 'v', 65536);
+    uwsgi_item_end(&w, 65536);
+    cr_expect_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_E_TOO_BIG);
+    /* Items of legal sizes adding up to 65536 bytes of vars: refused, not wrapped to 0. */
+    uwsgi_writer_init(&w, big_out, sizeof big_out);
+    fill_big();
+    uwsgi_item(&w, "K", 1);
+    uwsgi_item(&w, big, 32763);
+    uwsgi_item(&w, "K", 1);
+    uwsgi_item(&w, big, 32763);
+    cr_expect_eq(w.len - 4, 65536);
+    cr_expect_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_E_TOO_BIG);
+    /* One byte less is the largest packet there is. */
+    uwsgi_writer_init(&w, big_out, sizeof big_out);
+    uwsgi_item(&w, "K", 1);
+    uwsgi_item(&w, big, 32763);
+    uwsgi_item(&w, "K", 1);
+    uwsgi_item(&w, big, 32762);
+    cr_expect_eq(uwsgi_writer_finish(&w, 0, 0, &written), UWSGI_OK);
+    cr_expect_eq(written, UWSGI_MAX_PACKET);
+    cr_expect_eq(big_out[1] | big_out[2] << 8, 65535);
+}
