@@ -247,17 +247,21 @@ int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stre
     return stream_setup(s, base, fd, on_read, on_drain, on_event, arg, &none);
 }
 
-int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
-                      socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
-                      gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
+/* Both connects; |now| NULL: every completion is reported from the loop. */
+static int stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
+                          socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
+                          gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg,
+                          int *now)
 {
-    int one = 1, fd, saved;
+    int one = 1, fd, saved, rc = -1;
     struct parked p = unpark(s);
 
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd >= 0 && sa->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (fd < 0 || (connect(fd, sa, salen) != 0 && errno != EINPROGRESS)) {
+    if (fd >= 0)
+        rc = connect(fd, sa, salen);
+    if (fd < 0 || (rc != 0 && errno != EINPROGRESS)) {
         saved = errno;
         if (fd >= 0)
             close(fd);
@@ -274,6 +278,11 @@ int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct
         errno = ENOMEM;
         return -1;
     }
+    if (now != NULL) {
+        *now = rc == 0;
+        if (rc == 0)
+            return 0;
+    }
     /* Completion (even an immediate one) is reported by writability, from the loop. */
     s->connecting = 1;
     if (timeout_ms > 0) {
@@ -285,6 +294,23 @@ int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct
     }
     s->writing = 1;
     return 0;
+}
+
+int gw_stream_connect(struct gw_stream *s, struct event_base *base, const struct sockaddr *sa,
+                      socklen_t salen, uint64_t timeout_ms, gw_stream_cb *on_read,
+                      gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg)
+{
+    return stream_connect(s, base, sa, salen, timeout_ms, on_read, on_drain, on_event, arg,
+                          NULL);
+}
+
+int gw_stream_connect_now(struct gw_stream *s, struct event_base *base,
+                          const struct sockaddr *sa, socklen_t salen, uint64_t timeout_ms,
+                          gw_stream_cb *on_read, gw_stream_cb *on_drain,
+                          gw_stream_event_cb *on_event, void *arg, int *now)
+{
+    return stream_connect(s, base, sa, salen, timeout_ms, on_read, on_drain, on_event, arg,
+                          now);
 }
 
 void gw_stream_read(struct gw_stream *s, int on)

@@ -626,6 +626,7 @@ static int build_packet(struct uw_job *j, const char **reason)
 static void on_read(struct gw_stream *s, void *arg);
 static void on_drain(struct gw_stream *s, void *arg);
 static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg);
+static void on_connected(struct uw_job *j);
 
 /* The untried server with the fewest exchanges in flight; ties go round the cursor. */
 static struct uw_server *pick(struct uw_job *j, size_t *idx)
@@ -656,6 +657,7 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
 {
     struct gw_uwsgi_pool *p = j->pool;
     struct gw_exchange *x = j->x;
+    int now = 0;
 
     for (size_t attempt = 0; attempt <= p->nservers; attempt++) {
         size_t idx = 0;
@@ -666,8 +668,9 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
         if (idx < UW_TRIED_BITS)
             j->tried |= (uint64_t)1 << idx;
         x->server = srv->conf->address;
-        if (gw_stream_connect(&j->s, p->base, (const struct sockaddr *)&srv->ss, srv->len,
-                              p->u->connect_ms, on_read, on_drain, on_event, j) != 0) {
+        if (gw_stream_connect_now(&j->s, p->base, (const struct sockaddr *)&srv->ss, srv->len,
+                                  p->u->connect_ms, on_read, on_drain, on_event, j,
+                                  &now) != 0) {
             int err = errno;
             gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s server %s: connect failed (%s)",
                        p->u->name, srv->conf->address, strerror(err));
@@ -680,6 +683,10 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
         atomic_fetch_add_explicit(srv->inflight, 1, memory_order_relaxed);
         j->s.lowat = GW_BODY_HIWAT / 2;
         j->phase = UP_CONNECT;
+        /* A unix socket connects within the call: the packet goes out in this loop turn,
+         * before the worker, woken in accept(), asks for it. */
+        if (now)
+            on_connected(j);
         return;
     }
     gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: no server left to try", p->u->name);

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "gateway/stream.h"
@@ -290,6 +291,40 @@ Test(stream, a_parked_stream_connects_again_with_its_allocations)
     gw_stream_close(&cs);
     cr_expect_null(cs.rev);
     close(lfd);
+}
+
+Test(stream, a_unix_connect_that_completes_at_once_is_ready_on_return)
+{
+    struct sockaddr_un sun;
+    struct gw_stream cs = {.fd = -1};
+    struct probe cp;
+    char got[8] = {0};
+    int now = -1, afd, lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof sun.sun_path, "/tmp/gw-test-stream-%d.sock", (int)getpid());
+    unlink(sun.sun_path);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    memset(&cp, 0, sizeof cp);
+    cr_assert_eq(gw_stream_connect_now(&cs, base, (struct sockaddr *)&sun, sizeof sun, 1000,
+                                       on_read, on_drain, on_event, &cp, &now),
+                 0);
+    cr_expect_eq(now, 1);
+    cr_expect_eq(cs.connecting, 0);
+    evbuffer_add(cs.out, "now", 3);
+    gw_stream_flush(&cs);
+    afd = accept(lfd, NULL, NULL);
+    cr_assert_geq(afd, 0);
+    cr_expect_eq(read(afd, got, sizeof got), 3);
+    cr_expect_str_eq(got, "now");
+    spin(base, 20);
+    cr_expect_eq(cp.events[GW_STREAM_CONNECTED], 0, "not reported: the caller knew at once");
+    close(afd);
+    gw_stream_close(&cs);
+    close(lfd);
+    unlink(sun.sun_path);
 }
 
 Test(stream, close_is_idempotent_and_safe_on_zeroed)
