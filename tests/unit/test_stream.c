@@ -211,20 +211,27 @@ Test(stream, write_timeout_when_peer_stops_reading)
     cr_expect_geq(pr.events[GW_STREAM_WRITE_TIMEOUT], 1);
 }
 
+/* Binds |lfd| to a free loopback port, listens, and stores the address in |sin|. */
+static void listen_loopback(int lfd, struct sockaddr_in *sin)
+{
+    socklen_t len = sizeof *sin;
+
+    memset(sin, 0, sizeof *sin);
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)sin, sizeof *sin), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)sin, &len), 0);
+}
+
 Test(stream, connect_succeeds_and_refuses)
 {
     struct sockaddr_in sin;
-    socklen_t len = sizeof sin;
     struct gw_stream cs = {.fd = -1};
     struct probe cp;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
 
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    cr_assert_eq(listen(lfd, 4), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    listen_loopback(lfd, &sin);
 
     memset(&cp, 0, sizeof cp);
     cr_assert_eq(gw_stream_connect(&cs, base, (struct sockaddr *)&sin, sizeof sin, 1000, on_read,
@@ -251,19 +258,13 @@ Test(stream, connect_succeeds_and_refuses)
 Test(stream, a_parked_stream_connects_again_with_its_allocations)
 {
     struct sockaddr_in sin;
-    socklen_t len = sizeof sin;
     struct gw_stream cs = {.fd = -1};
     struct probe cp;
     struct event *rev;
     struct evbuffer *in;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
 
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    cr_assert_eq(listen(lfd, 4), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    listen_loopback(lfd, &sin);
     for (int round = 0; round < 3; round++) {
         memset(&cp, 0, sizeof cp);
         cr_assert_eq(gw_stream_connect(&cs, base, (struct sockaddr *)&sin, sizeof sin, 1000,
