@@ -45,14 +45,33 @@ class NeedData:
 
 
 class Request:
-    """A complete request packet: its modifiers and its vars in wire order."""
+    """A complete request packet: its modifiers and its vars in wire order.
 
-    __slots__ = ("modifier1", "modifier2", "vars")
+    A decoded packet keeps its checked vars block and splits it only when asked: the server
+    wants text (text_vars()), tests and tools want the byte pairs (vars)."""
 
-    def __init__(self, modifier1, modifier2, vars):
+    __slots__ = ("modifier1", "modifier2", "_vars", "_block", "_text")
+
+    def __init__(self, modifier1, modifier2, vars=None, block=None, text=None):
         self.modifier1 = modifier1
         self.modifier2 = modifier2
-        self.vars = vars  # list of (bytes, bytes)
+        self._vars = vars  # list of (bytes, bytes), or None until asked
+        self._block = block  # the checked vars block (bytes), when decoded
+        self._text = text  # its environ strings, when decoded
+
+    @property
+    def vars(self):
+        """The vars as a list of (key, value) bytes pairs, in wire order."""
+        if self._vars is None:
+            self._vars = _split_vars(self._block)
+        return self._vars
+
+    def text_vars(self):
+        """The vars as a dict of latin-1 str (PEP 3333's environ strings); a repeated key keeps
+        its last value; an empty key is skipped."""
+        if self._text is None:
+            return {k.decode("latin-1"): v.decode("latin-1") for k, v in self._vars if k}
+        return dict(self._text)
 
     def __eq__(self, other):
         if not isinstance(other, Request):
@@ -107,29 +126,48 @@ def encode_request(vars, modifier1=0, modifier2=0):
     return _HEADER.pack(modifier1, size, modifier2) + b"".join(parts)
 
 
-def _parse_vars(block):
+def _split_vars(block):
+    """The (key, value) bytes pairs of a checked block."""
     out = []
+    off = 0
+    end = len(block)
+    while off < end:
+        klen = block[off] | block[off + 1] << 8
+        key_at = off + 2
+        off = key_at + klen
+        vlen = block[off] | block[off + 1] << 8
+        val_at = off + 2
+        off = val_at + vlen
+        out.append((block[key_at:key_at + klen], block[val_at:off]))
+    return out
+
+
+def _text_vars(block):
+    """Checks |block| (bytes) and returns its vars as environ strings: one latin-1 decode,
+    then str slices; lengths are read with indexing, not struct (this runs per request).
+    Raises ProtocolError when a length runs past the block."""
+    text = block.decode("latin-1")
+    env = {}
     off = 0
     end = len(block)
     while off < end:
         if end - off < 2:
             raise ProtocolError("truncated key length at offset %d" % off)
-        (klen,) = _U16.unpack_from(block, off)
-        off += 2
-        if end - off < klen:
-            raise ProtocolError("key of %d bytes overruns the vars block" % klen)
-        key = bytes(block[off : off + klen])
-        off += klen
+        klen = block[off] | block[off + 1] << 8
+        key_at = off + 2
+        off = key_at + klen
         if end - off < 2:
-            raise ProtocolError("truncated value length for key %r" % key[:40])
-        (vlen,) = _U16.unpack_from(block, off)
-        off += 2
-        if end - off < vlen:
+            raise ProtocolError("key of %d bytes at offset %d leaves no value length"
+                                % (klen, key_at - 2))
+        vlen = block[off] | block[off + 1] << 8
+        val_at = off + 2
+        off = val_at + vlen
+        if off > end:
             raise ProtocolError("value of %d bytes for key %r overruns the vars block"
-                                % (vlen, key[:40]))
-        out.append((key, bytes(block[off : off + vlen])))
-        off += vlen
-    return out
+                                % (vlen, text[key_at:key_at + min(klen, 40)]))
+        if klen:
+            env[text[key_at:key_at + klen]] = text[val_at:off]
+    return env
 
 
 class RequestDecoder:
@@ -153,13 +191,10 @@ class RequestDecoder:
         modifier1, size, modifier2 = _HEADER.unpack_from(self._buf, 0)
         if len(self._buf) < _HEADER.size + size:
             return NeedData
-        block = memoryview(self._buf)[_HEADER.size : _HEADER.size + size]
-        try:
-            vars = _parse_vars(block)
-        finally:
-            block.release()
+        block = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+        text = _text_vars(block)
         del self._buf[: _HEADER.size + size]
-        self._request = Request(modifier1, modifier2, vars)
+        self._request = Request(modifier1, modifier2, block=block, text=text)
         return self._request
 
     @property

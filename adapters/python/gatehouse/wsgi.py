@@ -358,13 +358,11 @@ def _url_scheme(environ):
     return "http"
 
 
-def build_environ(vars, sock, preread, server_addr=None):
-    """The PEP 3333 environ for one request: the vars as latin-1 str plus wsgi.*. Returns
-    (environ, input stream); raises ValueError for an unusable CONTENT_LENGTH."""
-    environ = {}
-    for key, value in vars:
-        if key:
-            environ[key.decode("latin-1")] = value.decode("latin-1")
+def build_environ(req, sock, preread, server_addr=None):
+    """The PEP 3333 environ for one request: the vars of |req| (a protocol.Request) as
+    latin-1 str plus wsgi.*. Returns (environ, input stream); raises ValueError for an
+    unusable CONTENT_LENGTH."""
+    environ = req.text_vars()
     environ.setdefault("REQUEST_METHOD", "GET")
     environ.setdefault("SCRIPT_NAME", "")
     environ.setdefault("PATH_INFO", "")
@@ -449,7 +447,7 @@ def serve_connection(sock, app, server_addr=None, on_request=None):
             _reset(sock)
             return None
         try:
-            environ, stream = build_environ(req.vars, sock, rest, server_addr)
+            environ, stream = build_environ(req, sock, rest, server_addr)
         except ValueError as e:
             log("%s; answering 400", e)
             _simple(sock, b"400 Bad Request", b"Bad Request\n")
