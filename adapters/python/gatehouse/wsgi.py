@@ -627,6 +627,43 @@ def _worker_main(listener, slot, opts, max_requests):
 # --- master ------------------------------------------------------------------------------
 
 
+class SignalPipe:
+    """A master's signals: handlers only note them, and the wake-up pipe ends the master's
+    select() at once, so the master acts on them in its own loop, not in a handler."""
+
+    def __init__(self, signums):
+        self.pending = []
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        for s in signums:
+            signal.signal(s, self._note)
+
+    def _note(self, signum, frame):
+        self.pending.append(signum)
+
+    def wait(self, timeout):
+        """Waits up to |timeout| seconds for a signal; returns those that came, oldest first."""
+        try:
+            select.select([self.wake_r], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self.wake_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+        got, self.pending = self.pending, []
+        return got
+
+    def close_in_child(self):
+        """In a forked worker: the master's pipe is not the worker's business."""
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+
 class Worker:
     def __init__(self, pid, slot, generation):
         self.pid = pid
@@ -685,7 +722,7 @@ class Master:
         self.stopping_at = None
         self.booted_once = False
         self.respawn_after = 0.0
-        self.signals = []
+        self.sigs = None
 
     def spawn(self):
         slot = Slot()
@@ -696,8 +733,7 @@ class Master:
         if pid == 0:
             code = 1
             try:
-                os.close(self.wake_r)
-                os.close(self.wake_w)
+                self.sigs.close_in_child()
                 code = _worker_main(self.listener, slot, self.opts,
                                     self.opts.max_requests + jitter if self.opts.max_requests
                                     else 0)
@@ -715,31 +751,13 @@ class Master:
         self.workers[pid] = Worker(pid, slot, self.generation)
         return pid
 
-    def on_signal(self, signum, frame):
-        self.signals.append(signum)
-
     def run(self):
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        signal.set_wakeup_fd(self.wake_w)
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(s, self.on_signal)
+        self.sigs = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD))
         log("listening on %s with %d workers", self.describe(), self.opts.workers)
         for _ in range(self.opts.workers):
             self.spawn()
         while True:
-            try:
-                select.select([self.wake_r], [], [], 0.1)
-            except InterruptedError:
-                pass
-            try:
-                while os.read(self.wake_r, 64):
-                    pass
-            except BlockingIOError:
-                pass
-            signals, self.signals = self.signals, []
-            for s in signals:
+            for s in self.sigs.wait(0.1):
                 if s in (signal.SIGTERM, signal.SIGINT):
                     self.begin_stop(s)
                 elif s == signal.SIGHUP and self.stopping_at is None:
@@ -921,12 +939,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    opts = build_parser().parse_args(argv)
-    if opts.workers < 1:
-        build_parser().error("--workers must be at least 1")
-    if opts.max_requests < 0 or opts.max_requests_jitter < 0 or opts.timeout < 0:
-        build_parser().error("--max-requests, --max-requests-jitter and --timeout are >= 0")
+def run_master(master_cls, opts):
+    """Moves to --chdir, makes the app's directory importable, binds --bind and runs
+    |master_cls|(opts, listener) to the end. Returns the exit status. Shared by
+    gatehouse.wsgi and gatehouse.asgi."""
     if opts.chdir:
         os.chdir(opts.chdir)
     if os.getcwd() not in sys.path:
@@ -936,12 +952,21 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         log("cannot listen on %s: %s", opts.bind, e)
         return 1
-    master = Master(opts, listener)
+    master = master_cls(opts, listener)
     try:
         return master.run()
     finally:
         if listener.fileno() >= 0:
             master.close_listener()
+
+
+def main(argv=None):
+    opts = build_parser().parse_args(argv)
+    if opts.workers < 1:
+        build_parser().error("--workers must be at least 1")
+    if opts.max_requests < 0 or opts.max_requests_jitter < 0 or opts.timeout < 0:
+        build_parser().error("--max-requests, --max-requests-jitter and --timeout are >= 0")
+    return run_master(Master, opts)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,558 @@
+# SPDX-License-Identifier: MIT
+"""gatehouse.asgi: a real `python3 -m gatehouse.asgi` process on a unix socket, spoken to by
+a small gateway-side client built on gatehouse.asgi_protocol. Apps: apps/asgi_app.py (and
+apps/fastapi_app.py when Debian's python3-fastapi is installed).
+
+Every wait is bounded; servers are stopped by their PID."""
+
+import collections
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gatehouse.asgi_protocol import (
+    CAP_PATHSEND, CAP_TRAILERS, CAP_WEBSOCKET, CANCEL, DATA, FLAG_ACK, FLAG_END, FLAG_MORE,
+    INTERNAL, NONE, REFUSED, VERSION, Credit, Data, Disconnect, FrameDecoder, GoAway, Hello,
+    HttpRequest, HttpResponse, NeedData, PathSend, Ping, Reset, Trailers, Unknown, encode)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APPS = os.path.join(HERE, "apps")
+ADAPTERS = os.path.abspath(os.path.join(HERE, "..", "..", "adapters", "python"))
+TIMEOUT = 10.0
+ALL_CAPS = CAP_WEBSOCKET | CAP_TRAILERS | CAP_PATHSEND
+
+
+# --- the server process -------------------------------------------------------------------
+
+
+class AsgiServer:
+    def __init__(self, tmpdir, app="asgi_app:app", workers=1, args=(), n=0, wait=True):
+        self.path = os.path.join(tmpdir, "a%d.sock" % n)
+        self.errpath = os.path.join(tmpdir, "asgi%d.err" % n)
+        self.expected_exit = 0
+        env = dict(os.environ, PYTHONPATH=ADAPTERS, PYTHONUNBUFFERED="1")
+        with open(self.errpath, "wb") as err:
+            self.proc = subprocess.Popen(
+                ["/usr/bin/python3", "-m", "gatehouse.asgi", app, "--bind", "unix:" + self.path,
+                 "--workers", str(workers)] + list(args),
+                cwd=APPS, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err)
+        if wait:
+            self.wait_log(r"worker booted", workers)
+
+    def log(self):
+        with open(self.errpath, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, pattern, count=1, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.findall(pattern, self.log())
+            if len(found) >= count:
+                return found
+            assert time.monotonic() < deadline, "%r not seen %d times; stderr:\n%s" % (
+                pattern, count, self.log())
+            assert self.proc.poll() is None, "server exited %s; stderr:\n%s" % (
+                self.proc.returncode, self.log())
+            time.sleep(0.02)
+
+    def worker_pids(self):
+        return [int(p) for p in re.findall(r"\[gatehouse\.asgi pid (\d+)\] worker booted",
+                                           self.log())]
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            return "not stopped within %ss" % timeout
+
+
+@pytest.fixture
+def servers(short_tmp):
+    started = []
+
+    class Factory:
+        def start(self, **kw):
+            s = AsgiServer(short_tmp, n=len(started), **kw)
+            started.append(s)
+            return s
+
+    yield Factory()
+    problems = []
+    for s in started:
+        code = s.stop()
+        if code not in (s.expected_exit, None):
+            problems.append("server exited %s\n%s" % (code, s.log()))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def server(servers):
+    return servers.start()
+
+
+# --- the gateway side ---------------------------------------------------------------------
+
+
+class Client:
+    """One gateway connection. Frames of other streams read while waiting for one stream are
+    kept for later; credit given to the server is tracked so its DATA can be checked."""
+
+    def __init__(self, path, caps=ALL_CAPS, credit=65536, max_frame=65536, handshake=True):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(path)
+        self.dec = FrameDecoder(max_frame)
+        self.initial_credit = credit
+        self.credit = {}                 # stream -> credit the server may still use
+        self.pending = collections.defaultdict(collections.deque)
+        self.conn_frames = collections.deque()
+        self.next_id = 1
+        self.hello = None
+        if handshake:
+            self.send(Hello(max_frame=max_frame, initial_credit=credit, capabilities=caps))
+            self.hello = self.read()
+            assert isinstance(self.hello, Hello) and self.hello.flags & FLAG_ACK, self.hello
+
+    def send(self, *frames):
+        self.sock.sendall(b"".join(encode(f) for f in frames))
+
+    def read(self, timeout=TIMEOUT):
+        """The next frame from the socket (None at EOF)."""
+        self.sock.settimeout(timeout)
+        while True:
+            f = self.dec.next_frame()
+            if f is not NeedData:
+                if f.type == DATA:
+                    left = self.credit.get(f.stream, self.initial_credit)
+                    assert len(f.data) <= left, "DATA of %d over the credit %d" % (
+                        len(f.data), left)
+                    self.credit[f.stream] = left - len(f.data)
+                return f
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return None
+            self.dec.feed(data)
+
+    def frame_for(self, stream, timeout=TIMEOUT):
+        """The next frame of |stream| (0: connection frames)."""
+        q = self.conn_frames if stream == 0 else self.pending[stream]
+        deadline = time.monotonic() + timeout
+        while not q:
+            f = self.read(max(deadline - time.monotonic(), 0.01))
+            assert f is not None, "connection closed while waiting for stream %d" % stream
+            (self.conn_frames if f.stream == 0 else self.pending[f.stream]).append(f)
+        return q.popleft()
+
+    def give_credit(self, stream, n):
+        self.credit[stream] = self.credit.get(stream, self.initial_credit) + n
+        self.send(Credit(stream, 0, n))
+
+    def request(self, path, query=b"", method="GET", body=None, headers=(), stream=None,
+                **kw):
+        sid = stream or self.next_id
+        self.next_id = sid + 1
+        self.send(HttpRequest(sid, FLAG_END if body is None else 0, method=method, path=path,
+                              raw_path=path.encode(), query_string=query,
+                              headers=list(headers), **kw))
+        if body is not None:
+            self.send(Data(sid, FLAG_END, body))
+        return sid
+
+    def response(self, sid, auto_credit=True):
+        """(HttpResponse, body, [other frames]) until the stream ends."""
+        head = self.frame_for(sid)
+        if not isinstance(head, HttpResponse):
+            return head, b"", []
+        body = []
+        rest = []
+        end = bool(head.flags & FLAG_END)
+        while not end:
+            f = self.frame_for(sid)
+            if isinstance(f, Data):
+                body.append(f.data)
+                if auto_credit and f.data and not f.flags & FLAG_END:
+                    self.give_credit(sid, len(f.data))
+            else:
+                rest.append(f)
+            end = bool(f.flags & FLAG_END) or isinstance(f, Reset)
+        return head, b"".join(body), rest
+
+    def get_json(self, path, query=b"", **kw):
+        head, body, _ = self.response(self.request(path, query, **kw))
+        assert head.status == 200, (head, body)
+        return json.loads(body)
+
+    def close(self):
+        self.sock.close()
+
+
+def connect(server, **kw):
+    return Client(server.path, **kw)
+
+
+# --- handshake and connection frames ------------------------------------------------------
+
+
+def test_handshake(server):
+    c = connect(server)
+    h = c.hello
+    assert (h.version, h.max_frame, h.max_streams, h.initial_credit) == (1, 65536, 1000, 65536)
+    assert h.capabilities == CAP_TRAILERS | CAP_PATHSEND       # WEBSOCKET is not claimed
+    c2 = connect(server, caps=CAP_WEBSOCKET | CAP_TRAILERS)
+    assert c2.hello.capabilities == CAP_TRAILERS
+    assert connect(server, caps=0).hello.capabilities == 0
+
+
+def test_wrong_version_gets_goaway_version(server):
+    c = connect(server, handshake=False)
+    c.send(Hello(version=2, max_frame=65536, initial_credit=65536, capabilities=ALL_CAPS))
+    f = c.read()
+    assert isinstance(f, GoAway) and f.error == VERSION and f.debug == "1", f
+    assert c.read() is None
+
+
+def test_bad_magic_is_closed_without_answer(server):
+    c = connect(server, handshake=False)
+    c.sock.sendall(b"\x00\x00\x18\x00\x00\x00\x00\x00\x00" + b"NOTASG" + bytes(18))
+    assert c.read() is None
+
+
+def test_ping_and_unknown_frames(server):
+    c = connect(server)
+    c.send(Unknown(type=0x3F, payload=b"later versions"), Ping(data=b"12345678"))
+    f = c.frame_for(0)
+    assert isinstance(f, Ping) and f.flags & FLAG_ACK and f.data == b"12345678"
+
+
+def test_hello_twice_is_a_connection_error(server):
+    c = connect(server)
+    c.send(Hello(max_frame=65536))
+    f = c.frame_for(0)
+    assert isinstance(f, GoAway) and f.error != NONE
+    assert c.read() is None
+
+
+# --- the http scope -----------------------------------------------------------------------
+
+
+def test_get_scope(server):
+    c = connect(server)
+    s = c.get_json("/scope", b"a=1&b=%20", method="GET", http_version="2", scheme="https",
+                   root_path="/mnt", client=("192.0.2.7", 51000), server=("app.example", 443),
+                   headers=[(b"host", b"app.example"), (b"x-two", b"1"), (b"x-two", b"2")])
+    assert s["type"] == "http"
+    assert s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert (s["http_version"], s["method"], s["scheme"]) == ("2", "GET", "https")
+    assert (s["path"], s["raw_path"], s["query_string"], s["root_path"]) == (
+        "/scope", "/scope", "a=1&b=%20", "/mnt")
+    assert s["headers"] == [["host", "app.example"], ["x-two", "1"], ["x-two", "2"]]
+    assert s["headers_types"] == ["list/bytes"]
+    assert s["client"] == ["192.0.2.7", 51000] and s["server"] == ["app.example", 443]
+    assert s["extensions"] == {"http.response.trailers": {}, "http.response.pathsend": {}}
+    s = c.get_json("/scope")
+    assert s["client"] is None and s["server"] is None
+
+
+def test_extensions_follow_capabilities(server):
+    c = connect(server, caps=0)
+    assert c.get_json("/scope")["extensions"] == {}
+
+
+def test_post_1mb_with_credits_both_ways(server):
+    """The client sends only within the server's credit and waits for CREDIT; the server
+    sends the echo only within the client's credit (checked in Client.read)."""
+    c = connect(server)
+    payload = os.urandom(1 << 20)
+    sid = 1
+    c.send(HttpRequest(sid, 0, method="POST", path="/echo", raw_path=b"/echo"))
+    upload_credit = c.hello.initial_credit
+    credited = 0
+    sent = 0
+    got = []
+    head = None
+    done = False
+    while not done:
+        if sent < len(payload) and upload_credit > 0:
+            n = min(upload_credit, 16384, len(payload) - sent)
+            last = sent + n == len(payload)
+            c.send(Data(sid, FLAG_END if last else 0, payload[sent:sent + n]))
+            sent += n
+            upload_credit -= n
+            continue
+        f = c.read()
+        assert f is not None and f.stream == sid, f
+        if isinstance(f, Credit):
+            credited += f.increment
+            assert credited <= sent, "credit for bytes never sent"
+            upload_credit += f.increment
+        elif isinstance(f, HttpResponse):
+            head = f
+        elif isinstance(f, Data):
+            got.append(f.data)
+            if f.flags & FLAG_END:
+                done = True
+            elif f.data:
+                c.give_credit(sid, len(f.data))
+        else:
+            raise AssertionError(f)
+    assert head.status == 200 and b"".join(got) == payload
+    # the last body event is not credited (the stream's upload is over)
+    assert credited < len(payload)
+
+
+def test_streaming_response_waits_for_credit(server):
+    c = connect(server, credit=1000)
+    sid = c.request("/stream", b"n=4&size=3000")
+    head = c.frame_for(sid)
+    assert isinstance(head, HttpResponse) and head.status == 200
+    got = 0
+    while got < 1000:
+        f = c.frame_for(sid)
+        assert isinstance(f, Data) and not f.flags & FLAG_END
+        got += len(f.data)
+    assert got == 1000 and c.credit[sid] == 0
+    # out of credit: the server must wait
+    with pytest.raises(socket.timeout):
+        c.read(timeout=0.5)
+    body = b""
+    while True:
+        c.give_credit(sid, 2500)
+        while c.credit[sid] > 0:
+            f = c.frame_for(sid)
+            body += f.data
+            if f.flags & FLAG_END:
+                break
+        if f.flags & FLAG_END:
+            break
+    assert got + len(body) == 12000
+
+
+def test_small_gateway_max_frame_splits_data(server):
+    c = connect(server, max_frame=16384, credit=1 << 20)
+    sid = c.request("/stream", b"n=1&size=50000")
+    head, body, _ = c.response(sid)
+    assert len(body) == 50000  # Client.read checked every frame against max_frame 16384
+
+
+def test_empty_response_is_one_frame(server):
+    c = connect(server)
+    head = c.frame_for(c.request("/empty"))
+    assert head.status == 204 and head.flags & FLAG_END
+
+
+def test_disconnect_seen_by_app_and_later_send_is_noop(server):
+    c = connect(server)
+    sid = c.request("/long")
+    deadline = time.monotonic() + TIMEOUT
+    while c.get_json("/recorded")["recorded"] != ["http.request"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c.send(Disconnect(sid))
+    while c.get_json("/recorded")["recorded"] != ["http.request", "http.disconnect", "sent"]:
+        assert time.monotonic() < deadline, c.get_json("/recorded")
+        time.sleep(0.05)
+    assert not c.pending[sid], "nothing is sent on a disconnected stream"
+    assert "Traceback" not in server.log()
+
+
+def test_reset_cancels_the_app(server):
+    c = connect(server)
+    sid = c.request("/sleep", b"s=30")
+    time.sleep(0.2)
+    c.send(Reset(sid, 0, CANCEL))
+    deadline = time.monotonic() + TIMEOUT
+    while "cancelled" not in c.get_json("/recorded")["recorded"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_exception_before_start_is_500(server):
+    c = connect(server)
+    head, body, _ = c.response(c.request("/raise/before"))
+    assert head.status == 500 and head.flags & FLAG_END and body == b""
+    server.wait_log(r"GET /raise/before: error in the app; answering 500")
+    assert "ValueError: boom before start" in server.log()
+
+
+def test_exception_after_start_is_reset_internal(server):
+    c = connect(server)
+    sid = c.request("/raise/after")
+    head, body, rest = c.response(sid)
+    assert head.status == 200 and body == b"partial"
+    assert isinstance(rest[-1], Reset) and rest[-1].error == INTERNAL
+    server.wait_log(r"GET /raise/after: error in the app; cutting the response")
+    assert "ValueError: boom after start" in server.log()
+
+
+def test_incomplete_response(server):
+    c = connect(server)
+    head, _, _ = c.response(c.request("/incomplete"))
+    assert head.status == 500 and head.flags & FLAG_END
+    sid = c.request("/incomplete", b"started=1")
+    f = c.frame_for(sid)
+    # the start was held back (nothing sent yet), so this is still a clean 500
+    assert isinstance(f, HttpResponse) and f.status == 500 and f.flags & FLAG_END
+
+
+def test_trailers(server):
+    c = connect(server)
+    head, body, rest = c.response(c.request("/trailers"))
+    assert head.flags & FLAG_MORE and not head.flags & FLAG_END and body == b"with trailers"
+    assert len(rest) == 1 and isinstance(rest[0], Trailers) and rest[0].flags & FLAG_END
+    assert rest[0].headers == [(b"x-checksum", b"abc")]
+    # not agreed: the body ends the stream, the trailers are dropped
+    c = connect(server, caps=0)
+    head, body, rest = c.response(c.request("/trailers"))
+    assert not head.flags & FLAG_MORE and body == b"with trailers" and rest == []
+
+
+def test_pathsend(server, short_tmp):
+    path = os.path.join(short_tmp, "file.bin")
+    data = os.urandom(200_000)
+    with open(path, "wb") as f:
+        f.write(data)
+    c = connect(server)
+    sid = c.request("/pathsend", b"path=" + path.encode())
+    head, body, rest = c.response(sid)
+    assert head.status == 200 and not head.flags & FLAG_END and body == b""
+    assert len(rest) == 1 and isinstance(rest[0], PathSend) and rest[0].flags & FLAG_END
+    assert rest[0].path == path
+    # not agreed: the server sends the file's bytes itself
+    c = connect(server, caps=0)
+    head, body, rest = c.response(c.request("/pathsend", b"path=" + path.encode()))
+    assert body == data and rest == []
+
+
+def test_many_concurrent_streams_on_one_connection(server):
+    c = connect(server)
+    n = 200
+    t0 = time.monotonic()
+    sids = [c.request("/sleep", b"s=0.5&id=%d" % i) for i in range(n)]
+    for i, sid in enumerate(sids):
+        head, body, _ = c.response(sid)
+        assert head.status == 200 and json.loads(body)["id"] == str(i)
+    assert time.monotonic() - t0 < 5, "the streams did not run concurrently"
+
+
+def test_max_streams_refuses(servers):
+    server = servers.start(args=["--max-streams", "2"])
+    c = connect(server)
+    assert c.hello.max_streams == 2
+    sids = [c.request("/sleep", b"s=0.5") for _ in range(3)]
+    f = c.frame_for(sids[2])
+    assert isinstance(f, Reset) and f.error == REFUSED
+    for sid in sids[:2]:
+        assert c.response(sid)[0].status == 200
+    assert c.response(c.request("/sleep", b"s=0"))[0].status == 200
+
+
+def test_two_connections(server):
+    a = connect(server)
+    b = connect(server)
+    sa = a.request("/sleep", b"s=0.3&id=a")
+    sb = b.request("/sleep", b"s=0.3&id=b")
+    assert json.loads(b.response(sb)[1])["id"] == "b"
+    assert json.loads(a.response(sa)[1])["id"] == "a"
+
+
+def test_sigterm_drains(servers):
+    server = servers.start(args=["--graceful-timeout", "10"])
+    c = connect(server)
+    sid = c.request("/sleep", b"s=1&id=inflight")
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    g = c.frame_for(0)
+    assert isinstance(g, GoAway) and g.error == NONE and g.last_stream == sid, g
+    head, body, _ = c.response(sid)
+    assert head.status == 200 and json.loads(body)["id"] == "inflight"
+    assert c.read() is None               # closed once its streams are done
+    assert server.proc.wait(TIMEOUT) == 0
+    assert time.monotonic() - t0 < 5
+    log = server.log()
+    assert "app: lifespan shutdown" in log and "worker stopped" in log
+    assert not os.path.exists(server.path)
+
+
+def test_sigterm_graceful_timeout_cancels(servers):
+    server = servers.start(args=["--graceful-timeout", "0.5"])
+    c = connect(server)
+    sid = c.request("/sleep", b"s=30")
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(TIMEOUT) == 0
+    assert "graceful-timeout 0.5s reached" in server.log()
+
+
+def test_lifespan_state(server):
+    c = connect(server)
+    (pid,) = server.worker_pids()
+    s1 = c.get_json("/scope")
+    assert s1["state"] == {"started_by": pid, "shared": {"hits": 0}}
+    s2 = c.get_json("/scope")
+    assert "leak" not in s2["state"]       # each request gets a shallow copy
+    assert "app: lifespan startup" in server.log()
+
+
+def test_app_without_lifespan(servers):
+    server = servers.start(app="asgi_app:nolifespan")
+    c = connect(server)
+    assert c.get_json("/scope")["state"] == {}
+    assert "does not support the lifespan protocol" in server.log()
+
+
+def test_lifespan_startup_failed(servers):
+    server = servers.start(app="asgi_app:failstartup", wait=False)
+    server.expected_exit = 1
+    assert server.proc.wait(TIMEOUT) == 1
+    assert "lifespan startup failed: no database" in server.log()
+
+
+def test_asgi2_app(servers):
+    server = servers.start(app="asgi_app:asgi2")
+    assert connect(server).get_json("/")["asgi"]["version"] == "2.0"
+
+
+def test_workers_restarted(servers):
+    server = servers.start(workers=3)
+    pids = server.worker_pids()
+    assert len(set(pids)) == 3
+    seen = {connect(server).get_json("/scope")["pid"] for _ in range(10)}
+    assert seen <= set(pids)
+    os.kill(pids[0], signal.SIGKILL)
+    server.wait_log(r"worker %d died: killed by SIGKILL; starting another" % pids[0])
+    server.wait_log(r"worker booted", 4)
+    assert connect(server).get_json("/scope")["type"] == "http"
+
+
+def _has_fastapi():
+    return subprocess.run(["/usr/bin/python3", "-c", "import fastapi"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_fastapi(), reason="python3-fastapi is not installed")
+def test_fastapi(servers):
+    server = servers.start(app="fastapi_app:app")
+    c = connect(server)
+    assert c.get_json("/items/42", b"q=blue") == {"item_id": 42, "q": "blue"}
+    head, body, _ = c.response(c.request("/items/nope"))
+    assert head.status == 422
+    body = json.dumps({"a": 1, "b": [1, 2]}).encode()
+    r = c.get_json("/items", method="POST", body=body,
+                   headers=[(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())])
+    assert r == {"created": {"a": 1, "b": [1, 2]}, "size": 2}
