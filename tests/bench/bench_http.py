@@ -932,6 +932,65 @@ def parse_args(argv):
     return a
 
 
+def gatehouse_binary(a, hint):
+    """Makes a.gatehouse absolute. Returns None when it is an executable, else the warning
+    to give (with |hint| on how to get one)."""
+    if not os.path.isabs(a.gatehouse):
+        a.gatehouse = os.path.abspath(a.gatehouse)
+    if os.path.isfile(a.gatehouse) and os.access(a.gatehouse, os.X_OK):
+        return None
+    return "gatehouse binary %s does not exist or is not executable; %s" % (a.gatehouse, hint)
+
+
+def preflight_error(a, workdir, what, err):
+    """The SetupError for a gatehouse that failed its preflight, with its configuration."""
+    with open(os.path.join(workdir, "gatehouse.yaml")) as f:
+        conf = "".join("    " + l for l in f if not l.startswith("#"))
+    return SetupError("%s: %s\n  command: %s -c FILE\n  FILE:\n%s"
+                      % (what, err, a.gatehouse, conf))
+
+
+def run_parts(b, res, parts, stop):
+    """Runs |parts| (name -> function of b) into |res| and stops every process with |stop|.
+    Returns 0, 2 (setup failed) or 130 (interrupted)."""
+    try:
+        for name, fn in parts:
+            res[name] = fn(b)
+        return 0
+    except SetupError as e:
+        warn(str(e))
+        b.errors.append("setup: " + str(e).splitlines()[0])
+        return 2
+    except KeyboardInterrupt:
+        warn("interrupted")
+        return 130
+    finally:
+        stop()
+
+
+def report(b, res, a, status, table_text):
+    """Prints the summary (|table_text|, None when there is none), what could not run, writes
+    --json and cleans up. Returns the exit status (1 when something could not run)."""
+    res["errors"] = b.errors
+    if status == 0 and b.errors:
+        status = 1
+    if table_text is not None:
+        log(table_text)
+    if b.errors:
+        log("\nCould not run:")
+        for e in b.errors:
+            log("  - " + e.splitlines()[0])
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=False)
+        log("JSON written to %s" % a.json)
+    if a.keep:
+        log("kept %s" % b.tmp)
+    else:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    return status
+
+
 def main(argv):
     a = parse_args(argv)
     ncpu = os.cpu_count()
@@ -967,18 +1026,16 @@ def main(argv):
              % ", ".join(missing))
         return 2
     if a.gatehouse:
-        if not os.path.isabs(a.gatehouse):
-            a.gatehouse = os.path.abspath(a.gatehouse)
-        if not (os.path.isfile(a.gatehouse) and os.access(a.gatehouse, os.X_OK)):
-            warn("gatehouse binary %s does not exist or is not executable; build it first "
-                 "(make build/gatehouse), or pass --nginx-only" % a.gatehouse)
+        bad = gatehouse_binary(a, "build it first (make build/gatehouse), or pass --nginx-only")
+        if bad:
+            warn(bad)
             return 2
 
     b = Bench(a)
     log("  work dir: %s" % b.tmp)
     res = {"meta": meta}
-    status = 0
-    try:
+
+    def preflight(b):
         b.start_upstream()
         log("  upstream: nginx, 2 workers, 127.0.0.1:%d, return 200 \"hello\\n\"" % b.upport)
         if a.gatehouse:
@@ -986,44 +1043,19 @@ def main(argv):
             err = b.ready(pr, port, 1, a.start_timeout)
             pr.stop(signal.SIGTERM, timeout=20)
             if err:
-                with open(os.path.join(d, "gatehouse.yaml")) as f:
-                    conf = "".join("    " + l for l in f if not l.startswith("#"))
-                raise SetupError("gatehouse does not work yet: %s\n  command: %s -c FILE\n"
-                                 "  FILE:\n%s" % (err, a.gatehouse, conf))
+                raise preflight_error(a, d, "gatehouse does not work yet", err)
             log("  gatehouse preflight: proxied GET / ok")
-        if "throughput" not in a.skip:
-            res["throughput"] = throughput(b)
-        if "callgrind" not in a.skip:
-            res["instructions"] = instructions(b)
-        if "strace" not in a.skip:
-            res["syscalls"] = syscalls(b)
-    except SetupError as e:
-        warn(str(e))
-        b.errors.append("setup: " + str(e).splitlines()[0])
-        status = 2
-    except KeyboardInterrupt:
-        warn("interrupted")
-        status = 130
-    finally:
-        stop_all()
-    res["errors"] = b.errors
-    if status == 0 and b.errors:
-        status = 1
-    if status != 2:
-        log(table(res, a))
-    if b.errors:
-        log("\nCould not run:")
-        for e in b.errors:
-            log("  - " + e.splitlines()[0])
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2, sort_keys=False)
-        log("JSON written to %s" % a.json)
-    if a.keep:
-        log("kept %s" % b.tmp)
-    else:
-        shutil.rmtree(b.tmp, ignore_errors=True)
-    return status
+
+    parts = [("preflight", preflight)]
+    if "throughput" not in a.skip:
+        parts.append(("throughput", throughput))
+    if "callgrind" not in a.skip:
+        parts.append(("instructions", instructions))
+    if "strace" not in a.skip:
+        parts.append(("syscalls", syscalls))
+    status = run_parts(b, res, parts, stop_all)
+    res.pop("preflight", None)
+    return report(b, res, a, status, table(res, a) if status != 2 else None)
 
 
 if __name__ == "__main__":

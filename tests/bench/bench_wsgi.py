@@ -805,18 +805,16 @@ def main(argv):
         warn("missing: %s (Debian: nginx wrk valgrind uwsgi uwsgi-plugin-python3 "
              "python3-flask; tools/deps.sh bench and test install them)" % ", ".join(missing))
         return 2
-    if not os.path.isabs(a.gatehouse):
-        a.gatehouse = os.path.abspath(a.gatehouse)
-    if not (os.path.isfile(a.gatehouse) and os.access(a.gatehouse, os.X_OK)):
-        warn("gatehouse binary %s does not exist or is not executable; build it first "
-             "(make build/gatehouse)" % a.gatehouse)
+    bad = bh.gatehouse_binary(a, "build it first (make build/gatehouse)")
+    if bad:
+        warn(bad)
         return 2
 
     b = WsgiBench(a)
     log("  work dir: %s" % b.tmp)
     res = {"meta": meta}
-    status = 0
-    try:
+
+    def preflight(b):
         meta["pool_keys"] = b.probe_pool_keys()
         pk = meta["pool_keys"]
         log("  gatehouse pool keys (%s): %s" % (
@@ -824,52 +822,29 @@ def main(argv):
             + (" (%s)" % pk["check"] if pk["check"] else "")))
         log("  pools: unix sockets, %d processes, listen backlog %d" % (a.wsgi_workers,
                                                                         b.backlog))
-        # preflight: gatehouse must serve GET / through a uWSGI pool
+        # gatehouse must serve GET / through a uWSGI pool
         b.use_backends({("uwsgi", "bare")})
         pr, port, d = b.start_gateway("gatehouse", b.backends[("uwsgi", "bare")][1], 1,
                                       "preflight")
         err = b.ready(pr, port, 1, a.start_timeout) or big_check(port)
         pr.stop(signal.SIGTERM, timeout=20)
         if err:
-            with open(os.path.join(d, "gatehouse.yaml")) as f:
-                conf = "".join("    " + l for l in f if not l.startswith("#"))
-            raise SetupError("gatehouse does not serve GET / (or /big) through uWSGI: %s\n"
-                             "  command: %s -c FILE\n  FILE:\n%s" % (err, a.gatehouse, conf))
+            raise bh.preflight_error(a, d, "gatehouse does not serve GET / (or /big) through "
+                                     "uWSGI", err)
         log("  gatehouse preflight: GET / and GET /big through uWSGI ok")
-        if "throughput" not in a.skip:
-            res["throughput"] = throughput(b)
-        if "slow" not in a.skip:
-            res["slow_clients"] = slow_clients(b)
-        if "callgrind" not in a.skip:
-            res["instructions"] = instructions(b)
-    except SetupError as e:
-        warn(str(e))
-        b.errors.append("setup: " + str(e).splitlines()[0])
-        status = 2
-    except KeyboardInterrupt:
-        warn("interrupted")
-        status = 130
-    finally:
-        bh.stop_all()
+
+    parts = [("preflight", preflight)]
+    if "throughput" not in a.skip:
+        parts.append(("throughput", throughput))
+    if "slow" not in a.skip:
+        parts.append(("slow_clients", slow_clients))
+    if "callgrind" not in a.skip:
+        parts.append(("instructions", instructions))
+    status = bh.run_parts(b, res, parts, bh.stop_all)
+    res.pop("preflight", None)
     res["goals"] = goals(res, a)
-    res["errors"] = b.errors
-    if status == 0 and b.errors:
-        status = 1
-    if status != 2 and "pool_keys" in meta:
-        log(table(res, a))
-    if b.errors:
-        log("\nCould not run:")
-        for e in b.errors:
-            log("  - " + e.splitlines()[0])
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2, sort_keys=False)
-        log("JSON written to %s" % a.json)
-    if a.keep:
-        log("kept %s" % b.tmp)
-    else:
-        shutil.rmtree(b.tmp, ignore_errors=True)
-    return status
+    shown = status != 2 and "pool_keys" in meta
+    return bh.report(b, res, a, status, table(res, a) if shown else None)
 
 
 if __name__ == "__main__":
