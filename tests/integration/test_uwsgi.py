@@ -38,10 +38,11 @@ def uwsgi_upstream(servers, **over):
 class GhWsgi:
     """`python3 -m gatehouse.wsgi APP --bind unix:PATH --workers N`, stopped by PID."""
 
-    def __init__(self, workdir, app="wsgi_app:app", workers=2, name="ghwsgi", args=()):
+    def __init__(self, workdir, app="wsgi_app:app", workers=2, name="ghwsgi", args=(),
+                 env=None):
         self.sock = str(workdir / ("%s.sock" % name))
         self.errpath = workdir / ("%s.err" % name)
-        env = dict(os.environ, PYTHONPATH=str(ADAPTERS), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(ADAPTERS), PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.errpath, "wb") as err:
             self.proc = subprocess.Popen(
                 [gw.PYTHON, "-m", "gatehouse.wsgi", app, "--bind", "unix:" + self.sock,

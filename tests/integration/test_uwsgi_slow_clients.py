@@ -45,22 +45,19 @@ import os
 import resource
 import selectors
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import gw
 from gw import Conn, free_port, make_config, wait_until
+from test_uwsgi import GhWsgi
 
-REPO = gw.REPO
-APPS = REPO / "tests" / "python" / "apps"
-ADAPTERS = REPO / "adapters" / "python"
 
 WORKERS = 4
 N_TRICKLE = 200
@@ -84,39 +81,16 @@ BIG_SHA = hashlib.sha256((bytes(range(256)) * (BIG_LEN // 256 + 1))[:BIG_LEN]).h
 
 # ---- processes ------------------------------------------------------------------------------
 
-class SlowApp:
+class SlowApp(GhWsgi):
     """`python3 -m gatehouse.wsgi slow_app:app --workers N` on a unix socket, with the app's
     records in a directory; stopped by PID."""
 
     def __init__(self, workers=WORKERS):
         self.dir = tempfile.mkdtemp(prefix="ghslow-", dir="/tmp")  # short: a unix socket path
-        self.sock = os.path.join(self.dir, "app.sock")
         self.stats = os.path.join(self.dir, "stats")
         os.mkdir(self.stats)
-        self.errpath = os.path.join(self.dir, "wsgi.err")
-        env = dict(os.environ, PYTHONPATH=str(ADAPTERS), PYTHONUNBUFFERED="1",
-                   SLOW_APP_STATS=self.stats)
-        with open(self.errpath, "wb") as err:
-            self.proc = subprocess.Popen(
-                [gw.PYTHON, "-m", "gatehouse.wsgi", "slow_app:app", "--bind",
-                 "unix:" + self.sock, "--workers", str(workers), "--chdir", str(APPS)],
-                cwd=str(APPS), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err)
-        wait_until(lambda: self.err_text().count("worker booted") >= workers
-                   or self.proc.poll() is not None, timeout=15,
-                   what="gatehouse.wsgi workers booted")
-        assert self.proc.poll() is None, self.err_text()
-
-    def err_text(self):
-        try:
-            with open(self.errpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    @property
-    def server(self):
-        return "unix:" + self.sock
+        super().__init__(Path(self.dir), app="slow_app:app", workers=workers, name="app",
+                         env={"SLOW_APP_STATS": self.stats})
 
     def records(self):
         out = []
@@ -128,13 +102,7 @@ class SlowApp:
         return out
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
