@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """gatehouse.asgi: a real `python3 -m gatehouse.asgi` process on a unix socket, spoken to by
-a small gateway-side client built on gatehouse.asgi_protocol. Apps: apps/asgi_app.py (and
-apps/fastapi_app.py when Debian's python3-fastapi is installed).
+a small gateway-side client built on gatehouse.asgi_protocol. Apps: apps/asgi_app.py,
+apps/ws_app.py for the websocket scope (and apps/fastapi_app.py when Debian's
+python3-fastapi is installed).
 
 Every wait is bounded; servers are stopped by their PID."""
 
@@ -19,8 +20,9 @@ import pytest
 
 from gatehouse.asgi_protocol import (
     CAP_PATHSEND, CAP_TRAILERS, CAP_WEBSOCKET, CANCEL, DATA, FLAG_ACK, FLAG_END, FLAG_MORE,
-    INTERNAL, NONE, REFUSED, VERSION, Credit, Data, Disconnect, FrameDecoder, GoAway, Hello,
-    HttpRequest, HttpResponse, NeedData, PathSend, Ping, Reset, Trailers, Unknown, encode)
+    FLAG_TEXT, FLOW, INTERNAL, NONE, PROTOCOL, REFUSED, VERSION, WS_MESSAGE, Credit, Data,
+    Disconnect, FrameDecoder, GoAway, Hello, HttpRequest, HttpResponse, NeedData, PathSend,
+    Ping, Reset, Trailers, Unknown, WsAccept, WsClose, WsConnect, WsMessage, encode)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APPS = os.path.join(HERE, "apps")
@@ -136,10 +138,10 @@ class Client:
         while True:
             f = self.dec.next_frame()
             if f is not NeedData:
-                if f.type == DATA:
+                if f.type in (DATA, WS_MESSAGE):
                     left = self.credit.get(f.stream, self.initial_credit)
-                    assert len(f.data) <= left, "DATA of %d over the credit %d" % (
-                        len(f.data), left)
+                    assert len(f.data) <= left, "%s of %d over the credit %d" % (
+                        type(f).__name__, len(f.data), left)
                     self.credit[f.stream] = left - len(f.data)
                 return f
             data = self.sock.recv(1 << 20)
@@ -191,6 +193,41 @@ class Client:
             end = bool(f.flags & FLAG_END) or isinstance(f, Reset)
         return head, b"".join(body), rest
 
+    def ws_connect(self, path, query=b"", subprotocols=(), headers=(), stream=None, **kw):
+        sid = stream or self.next_id
+        self.next_id = sid + 1
+        self.send(WsConnect(sid, 0, path=path, raw_path=path.encode(), query_string=query,
+                            headers=list(headers), subprotocols=list(subprotocols), **kw))
+        return sid
+
+    def ws_accepted(self, sid):
+        f = self.frame_for(sid)
+        assert isinstance(f, WsAccept), f
+        return f
+
+    def ws_message(self, sid, auto_credit=True):
+        """(the message's bytes, its WsMessage pieces); CREDIT frames from the server (for
+        what the app received) are skipped. The pieces are checked: MORE on all but the
+        last, the same TEXT flag on all."""
+        pieces = []
+        while True:
+            f = self.frame_for(sid)
+            if isinstance(f, Credit):
+                continue
+            assert isinstance(f, WsMessage), f
+            pieces.append(f)
+            if auto_credit and f.data:
+                self.give_credit(sid, len(f.data))
+            if not f.flags & FLAG_MORE:
+                break
+        assert len({p.flags & FLAG_TEXT for p in pieces}) == 1, pieces
+        return b"".join(p.data for p in pieces), pieces
+
+    def ws_text(self, sid):
+        data, pieces = self.ws_message(sid)
+        assert pieces[0].flags & FLAG_TEXT, pieces
+        return data.decode()
+
     def get_json(self, path, query=b"", **kw):
         head, body, _ = self.response(self.request(path, query, **kw))
         assert head.status == 200, (head, body)
@@ -211,9 +248,14 @@ def test_handshake(server):
     c = connect(server)
     h = c.hello
     assert (h.version, h.max_frame, h.max_streams, h.initial_credit) == (1, 65536, 1000, 65536)
-    assert h.capabilities == CAP_TRAILERS | CAP_PATHSEND       # WEBSOCKET is not claimed
+    assert h.capabilities == CAP_WEBSOCKET | CAP_TRAILERS | CAP_PATHSEND
     c2 = connect(server, caps=CAP_WEBSOCKET | CAP_TRAILERS)
-    assert c2.hello.capabilities == CAP_TRAILERS
+    assert c2.hello.capabilities == CAP_WEBSOCKET | CAP_TRAILERS
+    c3 = connect(server, caps=CAP_TRAILERS)
+    assert c3.hello.capabilities == CAP_TRAILERS
+    # WEBSOCKET not agreed: a WS_CONNECT is refused as a protocol error
+    f = c3.frame_for(c3.ws_connect("/"))
+    assert isinstance(f, Reset) and f.error == PROTOCOL
     assert connect(server, caps=0).hello.capabilities == 0
 
 
@@ -537,6 +579,350 @@ def test_workers_restarted(servers):
     server.wait_log(r"worker %d died: killed by SIGKILL; starting another" % pids[0])
     server.wait_log(r"worker booted", 4)
     assert connect(server).get_json("/scope")["type"] == "http"
+
+
+# --- the websocket scope ------------------------------------------------------------------
+
+
+@pytest.fixture
+def ws_server(servers):
+    return servers.start(app="ws_app:app")
+
+
+def wait_recorded(c, n):
+    """What apps/ws_app.py recorded, once it holds n entries."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        got = c.get_json("/recorded")["recorded"]
+        if len(got) >= n:
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+
+
+DISCONNECTED = ["ClientDisconnected", "OSError", "Exception", "BaseException"]
+MISUSED = ["RuntimeError", "Exception", "BaseException"]
+
+
+def test_ws_scope(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/scope", b"a=1&b=%20", subprotocols=["chat", "superchat"],
+                       scheme="wss", root_path="/mnt", client=("192.0.2.7", 51000),
+                       server=("app.example", 443),
+                       headers=[(b"host", b"app.example"),
+                                (b"sec-websocket-protocol", b"chat, superchat")])
+    c.ws_accepted(sid)
+    s = json.loads(c.ws_text(sid))
+    assert s["type"] == "websocket" and "method" not in s
+    assert s["first_event"] == "websocket.connect"
+    assert s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert (s["http_version"], s["scheme"]) == ("1.1", "wss")
+    assert (s["path"], s["raw_path"], s["query_string"], s["root_path"]) == (
+        "/scope", "/scope", "a=1&b=%20", "/mnt")
+    assert s["headers"] == [["host", "app.example"],
+                            ["sec-websocket-protocol", "chat, superchat"]]
+    assert s["subprotocols"] == ["chat", "superchat"]
+    assert s["client"] == ["192.0.2.7", 51000] and s["server"] == ["app.example", 443]
+    assert s["state"] == {"ws_app": "started"}
+    assert s["extensions"] == {"websocket.http.response": {}}
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and (f.code, f.reason) == (1000, "")
+    sid = c.ws_connect("/scope", http_version="2")
+    c.ws_accepted(sid)
+    s = json.loads(c.ws_text(sid))
+    assert (s["http_version"], s["scheme"], s["subprotocols"]) == ("2", "ws", [])
+    assert s["state"] == {"ws_app": "started"}        # a shallow copy: no "leak"
+    assert s["client"] is None and s["server"] is None
+
+
+def test_ws_echo_text_and_bytes(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/echo")
+    a = c.ws_accepted(sid)
+    assert a.subprotocol is None and a.headers == []
+    for flags, payload in ((FLAG_TEXT, "h\u00e9llo \u2713".encode()), (0, b"\x00\xffbin"),
+                           (FLAG_TEXT, b""), (0, b"")):
+        c.send(WsMessage(sid, flags, payload))
+        if payload:
+            # the app's receive() took it: its bytes come back as credit
+            f = c.frame_for(sid)
+            assert isinstance(f, Credit) and f.increment == len(payload), f
+        data, pieces = c.ws_message(sid)
+        assert data == payload and len(pieces) == 1
+        assert pieces[0].flags == flags
+    c.send(Disconnect(sid, FLAG_END, 1000, ""))
+    assert wait_recorded(c, 1) == [{"type": "websocket.disconnect", "code": 1000, "reason": ""}]
+
+
+def test_ws_message_in_pieces_is_joined(servers):
+    """A message larger than the server's credit, in pieces that split characters: the
+    pieces are credited as they come, the app gets one websocket.receive."""
+    server = servers.start(app="ws_app:app", args=["--initial-credit", "20000"])
+    c = connect(server)
+    assert c.hello.initial_credit == 20000
+    sid = c.ws_connect("/echo")
+    c.ws_accepted(sid)
+    message = ("\u20ac" * 20000).encode()      # 60000 bytes, 3 per character
+    upload = 20000
+    credited = 0
+    sent = 0
+    while sent < len(message):
+        if upload == 0:
+            f = c.frame_for(sid)
+            assert isinstance(f, Credit), f
+            upload += f.increment
+            credited += f.increment
+            continue
+        n = min(7000, upload, len(message) - sent)
+        last = sent + n == len(message)
+        c.send(WsMessage(sid, FLAG_TEXT | (0 if last else FLAG_MORE), message[sent:sent + n]))
+        sent += n
+        upload -= n
+    assert credited >= len(message) - 20000
+    data, pieces = c.ws_message(sid)
+    assert data == message and pieces[0].flags & FLAG_TEXT
+    # bytes, with an empty piece in the middle
+    c.send(WsMessage(sid, FLAG_MORE, b"ab"), WsMessage(sid, FLAG_MORE, b""),
+           WsMessage(sid, 0, b"cd"))
+    data, pieces = c.ws_message(sid)
+    assert data == b"abcd" and not pieces[0].flags & FLAG_TEXT
+
+
+def test_ws_send_split_by_max_frame_and_credit(ws_server):
+    c = connect(ws_server, credit=1000, max_frame=16384)
+    sid = c.ws_connect("/big", b"size=50000&text=1")
+    c.ws_accepted(sid)
+    pieces = []
+    while sum(len(p.data) for p in pieces) < 1000:
+        f = c.frame_for(sid)
+        assert isinstance(f, WsMessage) and f.flags == FLAG_TEXT | FLAG_MORE, f
+        pieces.append(f)
+    assert sum(len(p.data) for p in pieces) == 1000 and c.credit[sid] == 0
+    # out of credit: the server must wait
+    with pytest.raises(socket.timeout):
+        c.read(timeout=0.5)
+    c.give_credit(sid, 49000)         # the rest at once: now max_frame splits it
+    while pieces[-1].flags & FLAG_MORE:
+        pieces.append(c.frame_for(sid))
+    sizes = [len(p.data) for p in pieces]
+    assert max(sizes) == 16384 and min(sizes) >= 1, sizes
+    assert all(p.flags == FLAG_TEXT | FLAG_MORE for p in pieces[:-1])
+    assert pieces[-1].flags == FLAG_TEXT
+    text = b"".join(p.data for p in pieces).decode()
+    assert text == "\u20ac" + "t" * 49994 + "\u20ac"
+    # bytes: no TEXT on any piece
+    c = connect(ws_server, credit=1 << 20, max_frame=16384)
+    sid = c.ws_connect("/big", b"size=40000")
+    c.ws_accepted(sid)
+    data, pieces = c.ws_message(sid)
+    assert data == bytes(i % 251 for i in range(40000))
+    assert [len(p.data) for p in pieces] == [16384, 16384, 7232]
+    assert [p.flags for p in pieces] == [FLAG_MORE, FLAG_MORE, 0]
+
+
+def test_ws_concurrent_sends_do_not_interleave(ws_server):
+    """Two tasks of the app send at once while the gateway socket is full: each message's
+    pieces stay together."""
+    c = connect(ws_server, credit=1 << 23)
+    sid = c.ws_connect("/concurrent", b"size=2000000")
+    c.ws_accepted(sid)
+    time.sleep(0.3)           # let the server's writes back up
+    first, _ = c.ws_message(sid, auto_credit=False)
+    second, _ = c.ws_message(sid, auto_credit=False)
+    assert {first[:1], second[:1]} == {b"a", b"b"}
+    assert first == first[:1] * 2000000 and second == second[:1] * 2000000
+
+
+def test_ws_push_only_app_stopped_by_send_error(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/push")
+    c.ws_accepted(sid)
+    assert c.ws_text(sid) == "tick" and c.ws_text(sid) == "tick"
+    c.send(Disconnect(sid, FLAG_END, 1001, ""))
+    assert wait_recorded(c, 1) == ["push over"]
+    # the ClientDisconnected it did not catch is how it learnt: not an error to log
+    assert "Traceback" not in ws_server.log()
+
+
+def test_ws_accept_with_subprotocol_and_headers(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/accept", b"sub=superchat", subprotocols=["chat", "superchat"])
+    a = c.ws_accepted(sid)
+    assert a.subprotocol == "superchat" and not a.flags & FLAG_END
+    assert a.headers == [(b"x-accept", b"yes"), (b"set-cookie", b"a=1")]
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and (f.code, f.reason) == (1000, "")
+
+
+def test_ws_close_with_code_and_reason(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/accept", b"code=4001&reason=bye")
+    assert c.ws_accepted(sid).subprotocol is None
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and (f.code, f.reason) == (4001, "bye")
+    # after its own close, the app's receive() says so and a send is a misuse
+    assert wait_recorded(c, 2) == [
+        {"type": "websocket.disconnect", "code": 4001, "reason": "bye"}, MISUSED]
+
+
+def test_ws_close_before_accept(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/deny")
+    f = c.frame_for(sid)      # no WS_ACCEPT first: the gateway answers 403
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1000
+    assert wait_recorded(c, 2) == [
+        {"type": "websocket.disconnect", "code": 1006, "reason": ""}, MISUSED]
+    assert not c.pending[sid]
+
+
+def test_ws_denial_response(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/denial")
+    head, body, rest = c.response(sid)
+    assert isinstance(head, HttpResponse) and head.status == 401, head
+    assert head.headers == [(b"content-type", b"text/plain"), (b"www-authenticate", b"Basic")]
+    assert body == b"who are you?" and rest == []
+    assert wait_recorded(c, 1) == [MISUSED]     # a body after the end of the response
+
+
+def test_ws_disconnect_reaches_the_app(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(WsMessage(sid, FLAG_TEXT, b"last words"), Disconnect(sid, FLAG_END, 1001, "away"))
+    # a message that came before the close is still handed over; then the disconnect;
+    # then the app's send raises an OSError
+    assert wait_recorded(c, 3) == [
+        {"type": "websocket.receive", "text": "last words"},
+        {"type": "websocket.disconnect", "code": 1001, "reason": "away"}, DISCONNECTED]
+    assert not [f for f in c.pending[sid] if not isinstance(f, Credit)]
+    assert "Traceback" not in ws_server.log()
+
+
+def test_ws_reset_gives_1006(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(Reset(sid, 0, CANCEL))
+    assert wait_recorded(c, 2) == [
+        {"type": "websocket.disconnect", "code": 1006, "reason": ""}, DISCONNECTED]
+    assert not c.pending[sid]
+
+
+def test_ws_exception_before_accept_is_500(ws_server):
+    c = connect(ws_server)
+    head, body, _ = c.response(c.ws_connect("/raise/before"))
+    assert isinstance(head, HttpResponse) and head.status == 500 and head.flags & FLAG_END
+    ws_server.wait_log(r"WebSocket /raise/before: error in the app; answering 500")
+    assert "ValueError: boom before accept" in ws_server.log()
+
+
+def test_ws_exception_after_accept_closes_1011(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/raise/after")
+    c.ws_accepted(sid)
+    assert c.ws_text(sid) == "partial"
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1011, f
+    ws_server.wait_log(r"WebSocket /raise/after: error in the app; closing with 1011")
+    assert "ValueError: boom after accept" in ws_server.log()
+
+
+def test_ws_app_returning_early(ws_server):
+    c = connect(ws_server)
+    head, _, _ = c.response(c.ws_connect("/return/before"))
+    assert isinstance(head, HttpResponse) and head.status == 500 and head.flags & FLAG_END
+    ws_server.wait_log(r"WebSocket /return/before: the app returned without accepting; "
+                       r"answering 500")
+    sid = c.ws_connect("/return/after")
+    c.ws_accepted(sid)
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1000, f
+
+
+def test_ws_invalid_utf8_closes_1007(ws_server):
+    c = connect(ws_server)
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(WsMessage(sid, FLAG_TEXT | FLAG_MORE, b"ok \xe2\x82"),
+           WsMessage(sid, FLAG_TEXT, b"\xff"))
+    f = c.frame_for(sid)
+    while isinstance(f, Credit):
+        f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1007, f
+    assert wait_recorded(c, 2) == [
+        {"type": "websocket.disconnect", "code": 1007, "reason": "invalid UTF-8"},
+        DISCONNECTED]
+
+
+def test_ws_message_over_max_size_closes_1009(servers):
+    server = servers.start(app="ws_app:app", args=["--ws-max-size", "1000"])
+    c = connect(server)
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(WsMessage(sid, 0, b"x" * 1000))         # at the limit: fine
+    c.send(WsMessage(sid, FLAG_MORE, b"x" * 600), WsMessage(sid, 0, b"x" * 600))
+    f = c.frame_for(sid)
+    while isinstance(f, Credit):
+        f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1009, f
+    got = wait_recorded(c, 3)
+    assert got[0] == {"type": "websocket.receive", "bytes": "x" * 1000}
+    assert got[1:] == [{"type": "websocket.disconnect", "code": 1009,
+                        "reason": "message too big"}, DISCONNECTED]
+
+
+def test_ws_stream_errors(servers):
+    server = servers.start(app="ws_app:app", args=["--initial-credit", "1000"])
+    c = connect(server)
+    sid = c.ws_connect("/hold")
+    c.send(WsMessage(sid, 0, b"before accept"))
+    f = c.frame_for(sid)
+    assert isinstance(f, Reset) and f.error == PROTOCOL
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(WsMessage(sid, 0, b"x" * 1001))
+    f = c.frame_for(sid)
+    assert isinstance(f, Reset) and f.error == FLOW
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    c.send(Data(sid, 0, b"not here"))
+    f = c.frame_for(sid)
+    assert isinstance(f, Reset) and f.error == PROTOCOL
+    # the apps are not cancelled: they see 1006
+    got = wait_recorded(c, 5)
+    assert got.count({"type": "websocket.disconnect", "code": 1006, "reason": ""}) == 3
+    assert got.count(DISCONNECTED) == 2
+
+
+def test_ws_max_streams_refuses(servers):
+    server = servers.start(app="ws_app:app", args=["--max-streams", "2"])
+    c = connect(server)
+    sids = [c.ws_connect("/hold") for _ in range(3)]
+    f = c.frame_for(sids[2])
+    assert isinstance(f, Reset) and f.error == REFUSED
+    # http and websocket streams count together
+    f = c.frame_for(c.request("/recorded"))
+    assert isinstance(f, Reset) and f.error == REFUSED
+    c.send(Disconnect(sids[0], FLAG_END, 1001, ""))
+    sid = c.ws_connect("/echo")
+    c.ws_accepted(sid)
+
+
+def test_ws_drain_closes_with_1012(servers):
+    server = servers.start(app="ws_app:app", args=["--graceful-timeout", "10"])
+    c = connect(server)
+    sid = c.ws_connect("/wait")
+    c.ws_accepted(sid)
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    g = c.frame_for(0)
+    assert isinstance(g, GoAway) and g.error == NONE and g.last_stream == sid, g
+    f = c.frame_for(sid)
+    assert isinstance(f, WsClose) and f.flags & FLAG_END and f.code == 1012, f
+    assert c.read() is None
+    assert server.proc.wait(TIMEOUT) == 0
+    assert time.monotonic() - t0 < 5
 
 
 def _has_fastapi():

@@ -3,13 +3,41 @@
 message protocol (adapters/asgi/PROTOCOL.md): the app side listens, the gateway connects.
 
     python3 -m gatehouse.asgi module:app --bind unix:/run/app.sock | HOST:PORT --workers N
-        [--graceful-timeout S] [--max-streams N] [--chdir DIR]
+        [--graceful-timeout S] [--max-streams N] [--ws-max-size BYTES] [--chdir DIR]
 
 The master binds the socket, forks the workers and supervises them: it restarts the ones
 that die and drains them on SIGTERM/SIGINT. Each worker runs the app's lifespan startup, then
 an asyncio loop (uvloop when importable) that accepts gateway connections. A connection
-carries many streams; each HTTP_REQUEST becomes a task running `app(scope, receive, send)`.
-This increment serves the `http` scope only (WEBSOCKET is never agreed).
+carries many streams; each HTTP_REQUEST (the `http` scope) and each WS_CONNECT (the
+`websocket` scope, when the gateway offers WEBSOCKET) becomes a task running
+`app(scope, receive, send)`.
+
+The websocket scope follows the ASGI spec 2.4 (plus the disconnect `reason` that later
+versions and uvicorn 0.30 add) and, where the spec leaves a choice, uvicorn:
+
+- receive() gives websocket.connect, then one websocket.receive per whole message (WS_MESSAGE
+  pieces joined), then websocket.disconnect with `code` and `reason` (the client's close from
+  DISCONNECT; 1006 when the stream is reset or the connection lost; after the app's own
+  close, its code). Messages that arrived before the close are handed over first.
+- Credit for a message is given back when receive() takes it. The pieces of a message still
+  incomplete are credited as they arrive while no whole message waits, so that a message
+  larger than the credit can complete; --ws-max-size (16 MiB, as uvicorn) bounds it.
+- We close the WebSocket ourselves with 1007 for a text message that is not UTF-8, 1009 for
+  a message over --ws-max-size and 1012 when the worker drains (as uvicorn's shutdown); the
+  app then gets websocket.disconnect with that code.
+- Before websocket.accept, websocket.close refuses (the gateway answers 403) and
+  websocket.http.response.start/.body send a denial response, as in the http scope
+  ("websocket.http.response" is in the scope's extensions).
+- The app failing before accept gets the client a 500 (a denial response already begun is
+  cut); failing after it closes with 1011. Returning without accepting is a 500 too (uvicorn:
+  "ASGI callable returned without sending handshake"); returning after accept without
+  closing closes with 1000.
+- Unlike in the http scope, where sends after the client went away are dropped (PROTOCOL.md
+  section 4.6), send() raises ClientDisconnected, an OSError, once the WebSocket is closed
+  under the app (spec 2.4; uvicorn raises too): an app that only pushes messages would
+  otherwise never learn that nobody listens. A send after the app's own websocket.close (or
+  after its denial response) is a RuntimeError, as in uvicorn.
+- A reset stream does not cancel a websocket app (it does an http one): it sees the 1006.
 """
 
 import argparse
@@ -25,13 +53,13 @@ import traceback
 from . import asgi_protocol as P
 from .wsgi import SignalPipe, Slot, load_app, run_master
 
-__all__ = ["main", "serve_connection", "Lifespan"]
+__all__ = ["main", "serve_connection", "Lifespan", "ClientDisconnected"]
 
 BOOT_FAILED = 3            # worker exit status: the app or its lifespan startup failed
 HANDSHAKE_TIMEOUT = 10.0   # a gateway sends HELLO as soon as it connects
 OUT_HIGH_WATER = 256 * 1024  # flush the connection's write buffer at once past this
 READ_SIZE = 256 * 1024
-SUPPORTED_CAPS = P.CAP_TRAILERS | P.CAP_PATHSEND   # WEBSOCKET: not in this increment
+SUPPORTED_CAPS = P.CAP_WEBSOCKET | P.CAP_TRAILERS | P.CAP_PATHSEND
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -137,7 +165,7 @@ class Lifespan:
             self.task.cancel()
 
 
-# --- one stream (the http scope) ----------------------------------------------------------
+# --- streams -------------------------------------------------------------------------------
 
 
 class _Flow(Exception):
@@ -148,25 +176,29 @@ class _Flow(Exception):
         self.code = code
 
 
-class HttpStream:
-    """One HTTP_REQUEST: the app's task, its receive() and send(), both credits."""
+class ClientDisconnected(OSError):
+    """Raised by a websocket send() once the WebSocket is closed under the app: the client
+    closed it or vanished, the stream was reset, or we closed it (1007, 1009, 1012). ASGI
+    spec 2.4 asks for a server-specific subclass of OSError; uvicorn's has this name."""
+
+
+class _Stream:
+    """What both scopes share: the app's task, both credits, and the HTTP response writer (a
+    websocket denial response is the http one, section 5.2). Subclasses define `line` (for
+    the log), the gateway's events on_data(), on_message(), on_disconnect() and end(), then
+    receive(), send(), maybe_finished(), give_credit() and app_returned()."""
 
     def __init__(self, conn, frame):
         self.conn = conn
         self.id = frame.stream
-        self.line = "%s %s" % (frame.method, frame.raw_path.decode("latin-1") or frame.path)
         self.scope = conn.build_scope(frame)
-        # request direction: DATA payloads queued until receive() hands them over
-        self.body = collections.deque()
-        self.body_bytes = 0
-        self.request_done = bool(frame.flags & P.FLAG_END)  # END seen from the gateway
-        self.eof_given = False       # receive() has handed over the more_body False event
-        self.recv_credit = conn.opts.initial_credit         # what the gateway may still send
-        self.wakeup = asyncio.Event()    # body arrived, or the stream ended
-        # response direction
+        # gateway -> app: DATA or WS_MESSAGE payloads the gateway may still send
+        self.recv_credit = conn.opts.initial_credit
+        self.wakeup = asyncio.Event()    # something for receive() arrived, or the stream ended
+        # app -> gateway
         self.send_credit = conn.peer_credit
         self.credit_event = asyncio.Event()
-        self.start = None            # the app's http.response.start, until it is written
+        self.start = None            # the app's response start, until it is written
         self.head_sent = False       # HTTP_RESPONSE is on the wire
         self.trailers = False        # HTTP_RESPONSE had MORE: TRAILERS carries END
         self.body_started = False
@@ -174,6 +206,130 @@ class HttpStream:
         self.ended = False           # DISCONNECT, RESET or a lost connection: stop here
         self.app_done = False
         self.task = None
+
+    def on_credit(self, frame):
+        inc = frame.increment
+        if inc == 0 or self.send_credit + inc > P.MAX_CREDIT:
+            raise _Flow(P.FLOW, "bad CREDIT increment %d" % inc)
+        self.send_credit += inc
+        self.credit_event.set()
+
+    # -- the response ------------------------------------------------------------------
+
+    def _write_head(self, end):
+        """The deferred response start, as HTTP_RESPONSE. Deferred so that an empty response
+        is a single frame, and so that a failure before any byte is a clean 500."""
+        start = self.start
+        want_trailers = bool(start.get("trailers", False))
+        self.trailers = want_trailers and bool(self.conn.caps & P.CAP_TRAILERS)
+        flags = P.FLAG_MORE if self.trailers else (P.FLAG_END if end else 0)
+        headers = [(bytes(n), bytes(v)) for n, v in start.get("headers", ())]
+        self.conn.write_frame(P.HttpResponse(self.id, flags, int(start["status"]), headers))
+        self.head_sent = True
+        if flags & P.FLAG_END:
+            self._done()
+
+    def _done(self):
+        self.response_done = True
+        self.wakeup.set()     # a receive() waiting for the end of the exchange
+        self.maybe_finished()
+
+    async def _send_body(self, body, more):
+        body = bytes(body)
+        if not self.head_sent:
+            self._write_head(end=not body and not more)
+            if self.response_done:
+                return
+        # END goes on the last DATA, unless TRAILERS will carry it
+        end = not more and not self.trailers
+        if body or end:
+            self.body_started = True
+            await self._send_frames(P.DATA, body, 0, 0, P.FLAG_END if end else 0)
+
+    async def _send_frames(self, ftype, payload, flags, more, last):
+        """|payload| as DATA or WS_MESSAGE frames within the gateway's credit and max_frame,
+        waiting for CREDIT (section 6). Every frame has |flags|, all but the last add |more|
+        and the last adds |last|; an empty payload is one empty frame. False when the stream
+        ended before the last frame went out."""
+        pos = 0
+        size = len(payload)
+        while True:
+            left = size - pos
+            room = min(self.send_credit, self.conn.peer_max_frame)
+            if left and room <= 0:
+                self.credit_event.clear()
+                await self.credit_event.wait()
+                if self.ended:
+                    return False
+                continue
+            take = min(left, room)
+            final = pos + take == size
+            self.conn.write_payload(ftype, self.id, flags | (last if final else more),
+                                    payload[pos:pos + take])
+            self.send_credit -= take
+            pos += take
+            if final and last & P.FLAG_END:
+                self._done()
+            await self.conn.drain()   # backpressure: a slow gateway socket stops the app
+            if final or self.ended:
+                return final
+
+    def fail(self):
+        """Section 4.7: 500 before HTTP_RESPONSE, RESET INTERNAL after it."""
+        if self.ended or self.response_done:
+            return
+        if self.head_sent:
+            self.conn.write_frame(P.Reset(self.id, 0, P.INTERNAL))
+            self.end(cancel=False)
+        else:
+            self.conn.write_frame(P.HttpResponse(
+                self.id, P.FLAG_END, 500, [(b"content-length", b"0")]))
+            self.head_sent = True
+            self._done()
+
+    def failure_action(self):
+        """What fail() is about to do, for the log."""
+        return "cutting the response" if self.head_sent else "answering 500"
+
+    # -- the app's task ----------------------------------------------------------------
+
+    async def run(self, app):
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            return       # RESET by the gateway, or the worker's drain ran out of time
+        except ClientDisconnected:
+            pass         # a websocket send() told the app the client is gone (uvicorn: quiet)
+        except Exception:
+            if self.ended:
+                log("%s: error in the app after the client went away\n%s", self.line,
+                    traceback.format_exc().rstrip())
+            else:
+                log("%s: error in the app; %s\n%s", self.line, self.failure_action(),
+                    traceback.format_exc().rstrip())
+                self.fail()
+        else:
+            self.app_returned()
+        finally:
+            self.app_done = True
+            self.app_over()
+            self.conn.task_over(self)
+
+    def app_over(self):
+        """The app's task is over, however it ended."""
+
+
+class HttpStream(_Stream):
+    """One HTTP_REQUEST: the http scope (section 4)."""
+
+    def __init__(self, conn, frame):
+        super().__init__(conn, frame)
+        self.line = "%s %s" % (frame.method, frame.raw_path.decode("latin-1") or frame.path)
+        # request direction: DATA payloads queued until receive() hands them over
+        self.body = collections.deque()
+        self.body_bytes = 0
+        self.request_done = bool(frame.flags & P.FLAG_END)  # END seen from the gateway
+        self.eof_given = False       # receive() has handed over the more_body False event
 
     # -- events from the gateway -------------------------------------------------------
 
@@ -195,12 +351,11 @@ class HttpStream:
             self.wakeup.set()
         self.maybe_finished()
 
-    def on_credit(self, frame):
-        inc = frame.increment
-        if inc == 0 or self.send_credit + inc > P.MAX_CREDIT:
-            raise _Flow(P.FLOW, "bad CREDIT increment %d" % inc)
-        self.send_credit += inc
-        self.credit_event.set()
+    def on_message(self, frame):
+        raise _Flow(P.PROTOCOL, "WS_MESSAGE on an http stream")
+
+    def on_disconnect(self, frame):
+        self.end(cancel=False)       # the app sees http.disconnect on its next receive()
 
     def end(self, cancel):
         """The stream is over (DISCONNECT, RESET, connection lost): sends become no-ops and
@@ -279,61 +434,6 @@ class HttpStream:
         except ConnectionError:
             self.end(cancel=False)   # the gateway went away: the app's sends go nowhere
 
-    def _write_head(self, end):
-        """The deferred http.response.start, as HTTP_RESPONSE. Deferred so that an empty
-        response is a single frame, and so that a failure before any byte is a clean 500."""
-        start = self.start
-        want_trailers = bool(start.get("trailers", False))
-        self.trailers = want_trailers and bool(self.conn.caps & P.CAP_TRAILERS)
-        flags = P.FLAG_MORE if self.trailers else (P.FLAG_END if end else 0)
-        headers = [(bytes(n), bytes(v)) for n, v in start.get("headers", ())]
-        self.conn.write_frame(P.HttpResponse(self.id, flags, int(start["status"]), headers))
-        self.head_sent = True
-        if flags & P.FLAG_END:
-            self._done()
-
-    def _done(self):
-        self.response_done = True
-        self.wakeup.set()     # a receive() waiting for the end of the exchange
-        self.maybe_finished()
-
-    async def _send_body(self, body, more):
-        body = bytes(body)
-        if not self.head_sent:
-            self._write_head(end=not body and not more)
-            if self.response_done:
-                return
-        # END goes on the last DATA, unless TRAILERS will carry it
-        end = not more and not self.trailers
-        if body or end:
-            await self._send_data(body, end)
-
-    async def _send_data(self, body, end):
-        """DATA frames within the gateway's credit and max_frame; waits for credit."""
-        pos = 0
-        size = len(body)
-        while True:
-            left = size - pos
-            room = min(self.send_credit, self.conn.peer_max_frame)
-            if left and room <= 0:
-                self.credit_event.clear()
-                await self.credit_event.wait()
-                if self.ended:
-                    return
-                continue
-            take = min(left, room)
-            last = pos + take == size
-            flags = P.FLAG_END if (end and last) else 0
-            self.conn.write_data(self.id, flags, body[pos:pos + take])
-            self.body_started = True
-            self.send_credit -= take
-            pos += take
-            if flags:
-                self._done()
-            await self.conn.drain()   # backpressure: a slow gateway socket stops the app
-            if last or self.ended:
-                return
-
     async def _send_trailers(self, message):
         more = bool(message.get("more_trailers", False))
         if not self.start.get("trailers", False):
@@ -370,48 +470,258 @@ class HttpStream:
                 if not block or self.ended:
                     return
 
-    # -- the app's task ----------------------------------------------------------------
+    # -- the end of the app ------------------------------------------------------------
 
-    async def run(self, app):
-        try:
-            await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            return       # RESET by the gateway, or the worker's drain ran out of time
-        except Exception:
-            if self.ended:
-                log("%s: error in the app after the client went away\n%s", self.line,
-                    traceback.format_exc().rstrip())
-            else:
-                log("%s: error in the app; %s\n%s", self.line,
-                    "cutting the response" if self.head_sent else "answering 500",
-                    traceback.format_exc().rstrip())
-                self.fail()
+    def app_returned(self):
+        if not self.response_done and not self.ended:
+            log("%s: the app returned without completing the response; %s", self.line,
+                "cutting it" if self.head_sent else "answering 500")
+            self.fail()
+
+    def app_over(self):
+        # credit for what the app left unread, so the rest of the upload can drain
+        unread = self.body_bytes
+        self.body.clear()
+        self.body_bytes = 0
+        self.give_credit(unread)
+
+
+class WebSocketStream(_Stream):
+    """One WS_CONNECT: the websocket scope (section 5). Before WS_ACCEPT the app may instead
+    refuse (WS_CLOSE, the gateway answers 403) or deny with an HTTP response; after it,
+    messages go both ways until WS_CLOSE from the app or DISCONNECT/RESET from the gateway."""
+
+    def __init__(self, conn, frame):
+        super().__init__(conn, frame)
+        self.line = "WebSocket %s" % (frame.raw_path.decode("latin-1") or frame.path)
+        self.connect_given = False   # receive() has handed over websocket.connect
+        self.accepted = False        # WS_ACCEPT is on the wire
+        # gateway -> app: whole messages as (event key, value, bytes not yet credited)
+        self.messages = collections.deque()
+        self.pieces = []             # the message being received, until a piece without MORE
+        self.pieces_text = False
+        self.pieces_size = 0
+        self.pieces_uncredited = 0
+        # what websocket.disconnect says once the WebSocket is closed: 1006 unless the
+        # client's close, the app's own or ours tells otherwise
+        self.close_code = 1006
+        self.close_reason = ""
+        # Apps often send from several tasks (a broadcast and a reply): one message's pieces
+        # must not interleave with another's while it waits for credit.
+        self.send_lock = asyncio.Lock()
+
+    # -- events from the gateway -------------------------------------------------------
+
+    def on_data(self, frame):
+        raise _Flow(P.PROTOCOL, "DATA on a websocket stream")
+
+    def on_message(self, frame):
+        if not self.accepted:
+            raise _Flow(P.PROTOCOL, "WS_MESSAGE before WS_ACCEPT")
+        data = frame.data
+        n = len(data)
+        if n > self.recv_credit:
+            raise _Flow(P.FLOW, "WS_MESSAGE of %d bytes over the credit %d"
+                        % (n, self.recv_credit))
+        self.recv_credit -= n
+        text = bool(frame.flags & P.FLAG_TEXT)
+        if not self.pieces:
+            self.pieces_text = text
+        elif text != self.pieces_text:
+            raise _Flow(P.PROTOCOL, "the TEXT flag changed within a message")
+        self.pieces.append(data)
+        self.pieces_size += n
+        self.pieces_uncredited += n
+        if self.pieces_size > self.conn.opts.ws_max_size:
+            log("%s: a message over --ws-max-size %d; closing with 1009", self.line,
+                self.conn.opts.ws_max_size)
+            self.close_by_server(1009, "message too big")
+            return
+        if frame.flags & P.FLAG_MORE:
+            if not self.messages:
+                # The app cannot take half a message, so its pieces are credited as they
+                # come (--ws-max-size bounds them); else a message larger than the credit
+                # would never complete. While whole messages wait, receive() credits them.
+                self.give_credit(self.pieces_uncredited)
+                self.pieces_uncredited = 0
+            return
+        payload = b"".join(self.pieces) if len(self.pieces) != 1 else data
+        uncredited = self.pieces_uncredited
+        self.pieces = []
+        self.pieces_size = 0
+        self.pieces_uncredited = 0
+        if text:
+            try:
+                self.messages.append(("text", payload.decode("utf-8"), uncredited))
+            except UnicodeDecodeError:
+                log("%s: a text message is not UTF-8; closing with 1007", self.line)
+                self.close_by_server(1007, "invalid UTF-8")
+                return
         else:
-            if not self.response_done and not self.ended:
-                log("%s: the app returned without completing the response; %s", self.line,
-                    "cutting it" if self.head_sent else "answering 500")
-                self.fail()
-        finally:
-            self.app_done = True
-            # credit for what the app left unread, so the rest of the upload can drain
-            unread = self.body_bytes
-            self.body.clear()
-            self.body_bytes = 0
-            self.give_credit(unread)
-            self.conn.task_over(self)
+            self.messages.append(("bytes", payload, uncredited))
+        self.wakeup.set()
+
+    def on_disconnect(self, frame):
+        self._closed(frame.code, frame.reason)
+
+    def end(self, cancel):
+        """The stream was reset or its connection lost. |cancel| is for http streams: a
+        websocket app is not cancelled but, as with a client that vanishes under uvicorn,
+        gets websocket.disconnect 1006 from receive() and ClientDisconnected from send()."""
+        self._closed(1006, "")
+
+    def _closed(self, code, reason):
+        if self.ended:
+            return
+        self.ended = True
+        self.close_code = code
+        self.close_reason = reason
+        self.wakeup.set()
+        self.credit_event.set()
+        self.maybe_finished()
+
+    def close_by_server(self, code, reason):
+        """Close the client's WebSocket ourselves (a bad message, draining): the app sees
+        websocket.disconnect with that code, and its sends raise ClientDisconnected."""
+        self.conn.write_frame(P.WsClose(self.id, P.FLAG_END, code, reason))
+        self.response_done = True
+        self._closed(code, reason)
+
+    def maybe_finished(self):
+        """Drop the stream once closed either way: after the app's WS_CLOSE, whatever the
+        gateway still sends for it (a last message, the client's DISCONNECT) is late."""
+        if self.ended or self.response_done:
+            self.conn.stream_over(self)
+
+    def give_credit(self, n):
+        if n and not self.ended and not self.response_done:
+            self.recv_credit += n
+            self.conn.write_frame(P.Credit(self.id, 0, n))
+
+    # -- receive() ---------------------------------------------------------------------
+
+    async def receive(self):
+        if not self.connect_given:
+            self.connect_given = True
+            return {"type": "websocket.connect"}
+        while True:
+            # messages that arrived before the close are still handed over, as the
+            # websockets library that uvicorn uses does
+            if self.messages:
+                key, value, n = self.messages.popleft()
+                if not self.messages:
+                    n += self.pieces_uncredited    # held back while messages waited
+                    self.pieces_uncredited = 0
+                self.give_credit(n)
+                return {"type": "websocket.receive", key: value}
+            if self.ended or self.response_done:
+                return {"type": "websocket.disconnect", "code": self.close_code,
+                        "reason": self.close_reason}
+            self.wakeup.clear()
+            await self.wakeup.wait()
+
+    # -- send() ------------------------------------------------------------------------
+
+    async def send(self, message):
+        kind = message["type"]
+        async with self.send_lock:
+            self._check_open(kind)
+            try:
+                if self.accepted:
+                    await self._send_open(kind, message)
+                elif self.start is not None:
+                    await self._send_denial(kind, message)
+                else:
+                    await self._send_handshake(kind, message)
+            except ConnectionError:
+                self.end(cancel=False)
+                self._check_ended(kind)
+
+    def _check_open(self, kind):
+        self._check_ended(kind)
+        if self.response_done:
+            raise RuntimeError("%s after websocket.close or the end of the response" % kind)
+
+    def _check_ended(self, kind):
+        if self.ended:
+            raise ClientDisconnected("%s: the WebSocket is closed (%d)"
+                                     % (kind, self.close_code))
+
+    async def _send_handshake(self, kind, message):
+        if kind == "websocket.accept":
+            headers = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+            self.conn.write_frame(P.WsAccept(self.id, 0, message.get("subprotocol"), headers))
+            self.accepted = True
+            if self.conn.draining:
+                self.close_by_server(1012, "service restart")
+            await self.conn.drain()
+        elif kind == "websocket.close":
+            await self._send_close(message)      # before WS_ACCEPT: the gateway answers 403
+        elif kind == "websocket.http.response.start":
+            # kept for the first body, as in the http scope; a denial has no trailers
+            self.start = {"status": message["status"], "headers": message.get("headers", ())}
+        else:
+            raise RuntimeError("expected websocket.accept, websocket.close or "
+                               "websocket.http.response.start, not %r" % (kind,))
+
+    async def _send_denial(self, kind, message):
+        if kind != "websocket.http.response.body":
+            raise RuntimeError("expected websocket.http.response.body, not %r" % (kind,))
+        await self._send_body(message.get("body", b""), message.get("more_body", False))
+        self._check_ended(kind)   # the client went away before the body went out
+
+    async def _send_open(self, kind, message):
+        if kind == "websocket.send":
+            data = message.get("bytes")
+            flags = 0
+            if data is None:
+                text = message.get("text")
+                if text is None:
+                    raise RuntimeError("websocket.send with neither bytes nor text")
+                data = text.encode("utf-8")
+                flags = P.FLAG_TEXT
+            if not await self._send_frames(P.WS_MESSAGE, bytes(data), flags, P.FLAG_MORE, 0):
+                self._check_ended(kind)
+        elif kind == "websocket.close":
+            await self._send_close(message)
+        else:
+            raise RuntimeError("expected websocket.send or websocket.close, not %r" % (kind,))
+
+    async def _send_close(self, message):
+        code = message.get("code", 1000)
+        reason = message.get("reason") or ""
+        self.conn.write_frame(P.WsClose(self.id, P.FLAG_END, code, reason))
+        if self.accepted:
+            self.close_code = code
+            self.close_reason = reason
+        self._done()
+        await self.conn.drain()
+
+    # -- the end of the app ------------------------------------------------------------
 
     def fail(self):
-        """Section 4.7: 500 before HTTP_RESPONSE, RESET INTERNAL after it."""
-        if self.ended or self.response_done:
-            return
-        if self.head_sent:
-            self.conn.write_frame(P.Reset(self.id, 0, P.INTERNAL))
-            self.end(cancel=False)
-        else:
-            self.conn.write_frame(P.HttpResponse(
-                self.id, P.FLAG_END, 500, [(b"content-length", b"0")]))
-            self.head_sent = True
+        """An error in the app: close 1011 once accepted; before, as in the http scope."""
+        if self.accepted and not self.ended and not self.response_done:
+            self.conn.write_frame(P.WsClose(self.id, P.FLAG_END, 1011, ""))
             self._done()
+        else:
+            super().fail()
+
+    def failure_action(self):
+        return "closing with 1011" if self.accepted else super().failure_action()
+
+    def app_returned(self):
+        if self.response_done or self.ended:
+            return
+        if self.accepted:
+            # a normal closure, as the websockets library does when uvicorn's handler returns
+            self.conn.write_frame(P.WsClose(self.id, P.FLAG_END, 1000, ""))
+            self._done()
+            return
+        log("%s: the app returned without %s; %s", self.line,
+            "completing the response" if self.start is not None else "accepting",
+            self.failure_action())
+        self.fail()
 
 
 # --- one gateway connection ---------------------------------------------------------------
@@ -433,8 +743,8 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.decoder = P.FrameDecoder()
-        self.streams = {}        # id -> HttpStream the protocol still routes frames to
-        self.tasks = set()       # HttpStreams whose app task runs
+        self.streams = {}        # id -> HttpStream or WebSocketStream still routed frames
+        self.tasks = set()       # streams whose app task runs
         self.last_stream = 0
         self.caps = 0
         self.peer_max_frame = P.DEFAULT_MAX_FRAME
@@ -452,8 +762,9 @@ class Connection:
     def write_frame(self, frame):
         self._out(P.encode(frame, self.peer_max_frame))
 
-    def write_data(self, stream, flags, data):
-        self._out(P.frame_header(P.DATA, flags, stream, len(data)))
+    def write_payload(self, ftype, stream, flags, data):
+        """A DATA or WS_MESSAGE frame, its payload written without joining it to the header."""
+        self._out(P.frame_header(ftype, flags, stream, len(data)))
         self._out(data)
 
     def _out(self, b):
@@ -484,16 +795,12 @@ class Connection:
     # -- the scope -----------------------------------------------------------------------
 
     def build_scope(self, f):
+        """The http scope of an HttpRequest, or the websocket scope of a WsConnect."""
         extensions = {}
-        if self.caps & P.CAP_TRAILERS:
-            extensions["http.response.trailers"] = {}
-        if self.caps & P.CAP_PATHSEND:
-            extensions["http.response.pathsend"] = {}
-        return {
+        scope = {
             "type": "http",
             "asgi": dict(ASGI_VERSION, version=self.worker.asgi_version),
             "http_version": f.http_version,
-            "method": f.method,
             "scheme": f.scheme,
             "path": f.path,
             "raw_path": f.raw_path,
@@ -505,6 +812,18 @@ class Connection:
             "state": dict(self.worker.lifespan_state),   # shallow copy, as uvicorn does
             "extensions": extensions,
         }
+        if f.type == P.WS_CONNECT:
+            scope["type"] = "websocket"
+            scope["subprotocols"] = f.subprotocols
+            # a denial response is part of section 5.2, so it comes with WEBSOCKET
+            extensions["websocket.http.response"] = {}
+            return scope
+        scope["method"] = f.method
+        if self.caps & P.CAP_TRAILERS:
+            extensions["http.response.trailers"] = {}
+        if self.caps & P.CAP_PATHSEND:
+            extensions["http.response.pathsend"] = {}
+        return scope
 
     # -- the connection's life -----------------------------------------------------------
 
@@ -519,7 +838,7 @@ class Connection:
             pass
         finally:
             for s in list(self.streams.values()):
-                s.end(cancel=False)     # the app sees http.disconnect; its sends are dropped
+                s.end(cancel=False)     # the app sees the disconnect on its next receive()
             self.flush()
             self.writer.close()
             # The connection is gone, but the apps' tasks may still run: the worker's drain
@@ -615,8 +934,10 @@ class Connection:
     def on_frame(self, f):
         t = f.type
         if t == P.HTTP_REQUEST:
-            self.open_stream(f)
-        elif t in (P.DATA, P.CREDIT, P.DISCONNECT, P.RESET):
+            self.open_stream(f, HttpStream)
+        elif t == P.WS_CONNECT and self.caps & P.CAP_WEBSOCKET:
+            self.open_stream(f, WebSocketStream)
+        elif t in (P.DATA, P.WS_MESSAGE, P.CREDIT, P.DISCONNECT, P.RESET):
             self.on_stream_frame(f)
         elif t == P.PING:
             if f.stream:
@@ -640,15 +961,15 @@ class Connection:
                 raise _ConnError(P.PROTOCOL, "%s on stream 0" % P.TYPE_NAMES[t])
             self.stream_error(f.stream, P.PROTOCOL, "%s from the gateway" % P.TYPE_NAMES[t])
 
-    def open_stream(self, f):
+    def open_stream(self, f, kind):
         if not f.stream:
-            raise _ConnError(P.PROTOCOL, "HTTP_REQUEST on stream 0")
+            raise _ConnError(P.PROTOCOL, "%s on stream 0" % P.TYPE_NAMES[f.type])
         self.check_new_id(f.stream)
         if self.draining or len(self.streams) >= self.opts.max_streams:
             # after our GOAWAY, or over max_streams: not processed, may be retried elsewhere
             self.write_frame(P.Reset(f.stream, 0, P.REFUSED))
             return
-        s = HttpStream(self, f)
+        s = kind(self, f)
         self.streams[s.id] = s
         self.tasks.add(s)
         s.task = self.loop.create_task(s.run(self.app))
@@ -664,10 +985,12 @@ class Connection:
         try:
             if t == P.DATA:
                 s.on_data(f)
+            elif t == P.WS_MESSAGE:
+                s.on_message(f)
             elif t == P.CREDIT:
                 s.on_credit(f)
             elif t == P.DISCONNECT:
-                s.end(cancel=False)    # the app sees http.disconnect on its next receive()
+                s.on_disconnect(f)
             else:
                 s.end(cancel=True)     # RESET: the stream is not wanted any more
         except _Flow as e:
@@ -698,6 +1021,12 @@ class Connection:
             return    # before the handshake, handshake() itself drains once it is done
         self.draining = True
         self.write_frame(P.GoAway(0, 0, self.last_stream, P.NONE, "draining"))
+        # A WebSocket may stay open for hours: close the accepted ones now (1012, as uvicorn
+        # does on shutdown) rather than hold the drain until --graceful-timeout cuts them.
+        # One accepted later is closed as soon as it is (WebSocketStream._send_handshake).
+        for s in list(self.streams.values()):
+            if isinstance(s, WebSocketStream) and s.accepted:
+                s.close_by_server(1012, "service restart")
         self.check_drained()
 
     def check_drained(self):
@@ -972,7 +1301,11 @@ def build_parser():
     p.add_argument("--max-frame", type=int, default=65536,
                    help="the largest frame payload accepted from the gateway")
     p.add_argument("--initial-credit", type=int, default=65536,
-                   help="request body bytes the gateway may send per stream before credit")
+                   help="request body or WebSocket message bytes the gateway may send per "
+                        "stream before credit")
+    p.add_argument("--ws-max-size", type=int, default=16 * 1024 * 1024,
+                   help="the largest WebSocket message accepted from a client (larger ones "
+                        "close the WebSocket with 1009)")
     p.add_argument("--backlog", type=int, default=1024)
     p.add_argument("--chdir", help="change to this directory before loading the app")
     return p
@@ -987,6 +1320,8 @@ def main(argv=None):
         parser.error("--max-frame must be within 16384..16777215")
     if not 1 <= opts.initial_credit <= P.MAX_CREDIT:
         parser.error("--initial-credit must be within 1..2^31-1")
+    if opts.ws_max_size < 1:
+        parser.error("--ws-max-size must be at least 1")
     return run_master(Master, opts)
 
 
