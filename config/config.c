@@ -27,7 +27,7 @@
 #define PATH_LEN 256  /* key paths in messages; longer ones are truncated */
 #define SHOW_LEN 72   /* values quoted in messages; longer ones are cut */
 #define PATH_MAX_DIR 1000 /* buffer.dir */
-#define MAX_FIELDS 12 /* keys of the widest fixed mapping */
+#define MAX_FIELDS 16 /* keys of the widest fixed mapping */
 
 #define KIB ((uint64_t)1 << 10)
 #define MIB ((uint64_t)1 << 20)
@@ -1180,8 +1180,10 @@ static int parse_protocol(struct loader *l, const struct node *v, const char *pa
         u->protocol = GW_PROTO_HTTP;
     else if (strcmp(s, "uwsgi") == 0)
         u->protocol = GW_PROTO_UWSGI;
+    else if (strcmp(s, "asgi") == 0)
+        u->protocol = GW_PROTO_ASGI;
     else
-        return fail(l, v, path, "unknown protocol '%s' (supported: http, uwsgi)",
+        return fail(l, v, path, "unknown protocol '%s' (supported: http, uwsgi, asgi)",
                     show(vb, s, len));
     return 0;
 }
@@ -1247,11 +1249,13 @@ static int parse_servers(struct loader *l, const struct node *v, const char *pat
         join_idx(p, path, i);
         if (parse_server(l, e, p, &u->servers[u->nservers++]))
             return -1;
-        /* The uwsgi driver has no resolver yet ("protocol" is parsed before "servers"). */
-        if (u->protocol == GW_PROTO_UWSGI && sv->unix_path == NULL && !sv->numeric)
+        /* The uwsgi and asgi drivers have no resolver yet ("protocol" is parsed before
+         * "servers"). */
+        if (u->protocol != GW_PROTO_HTTP && sv->unix_path == NULL && !sv->numeric)
             return fail(l, e, p,
-                        "host names are not supported for uwsgi servers yet (use an IP address "
-                        "or unix:/path)");
+                        "host names are not supported for %s servers yet (use an IP address "
+                        "or unix:/path)",
+                        u->protocol == GW_PROTO_UWSGI ? "uwsgi" : "asgi");
     }
     return 0;
 }
@@ -1343,6 +1347,49 @@ static int parse_queue(struct loader *l, const struct node *v, const char *path,
     return uwsgi_only(l, v, path, base, &f, "queue");
 }
 
+/* Parses |f| for asgi upstreams, refusing it for others. */
+static int asgi_only(struct loader *l, const struct node *v, const char *path, void *base,
+                     const struct field *f)
+{
+    const struct gw_upstream_conf *u = base;
+
+    /* "protocol" is parsed before the keys that call this. */
+    if (u->protocol != GW_PROTO_ASGI)
+        return fail(l, v, path, "%s applies to asgi upstreams only", f->key);
+    return parse_field(l, f, v, path, base);
+}
+
+static int parse_connections(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    static const struct field f = {.key = "connections",
+                                   .kind = F_UINT,
+                                   AT(struct gw_upstream_conf, connections),
+                                   .min = 1,
+                                   .max = 64};
+
+    return asgi_only(l, v, path, base, &f);
+}
+
+static const struct field ping_fields[] = {
+    {.key = "interval",
+     .kind = F_DURATION,
+     AT(struct gw_upstream_conf, ping_interval_ms),
+     .min = 100,
+     .max = DUR_MAX},
+    {.key = "timeout",
+     .kind = F_DURATION,
+     AT(struct gw_upstream_conf, ping_timeout_ms),
+     .min = 100,
+     .max = DUR_MAX},
+};
+
+static int parse_ping(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    static const struct field f = {.key = "ping", .kind = F_MAP, SUB(ping_fields)};
+
+    return asgi_only(l, v, path, base, &f);
+}
+
 static const char *const balance_names[] = {"round_robin", "least_outstanding"};
 
 static const struct field upstream_timeout_fields[] = {
@@ -1405,6 +1452,8 @@ static const struct field upstream_fields[] = {
     {.key = "buffer", .kind = F_FN, .fn = parse_buffer},
     {.key = "concurrency", .kind = F_FN, .fn = parse_concurrency},
     {.key = "queue", .kind = F_FN, .fn = parse_queue},
+    {.key = "connections", .kind = F_FN, .fn = parse_connections},
+    {.key = "ping", .kind = F_FN, .fn = parse_ping},
     {.key = "balance",
      .kind = F_ENUM,
      AT(struct gw_upstream_conf, balance),
@@ -1420,6 +1469,8 @@ static const struct field upstream_fields[] = {
      .min = MS_S,
      .max = DUR_MAX},
 };
+
+_Static_assert(GW_ARRAY_LEN(upstream_fields) <= MAX_FIELDS, "raise MAX_FIELDS");
 
 static int valid_upstream_name(const char *s, size_t len)
 {
@@ -1483,6 +1534,9 @@ static int parse_upstreams(struct loader *l, const struct node *v, const char *p
         u->queue_limit = 512;
         u->queue_timeout_ms = 10 * MS_S;
         u->retry_after_ms = MS_S;
+        u->connections = 4;
+        u->ping_interval_ms = 10 * MS_S;
+        u->ping_timeout_ms = 5 * MS_S;
         u->index = i;
         join(p, path, k->str, k->len);
         if (walk_map(l, k->next, p, upstream_fields, GW_ARRAY_LEN(upstream_fields), u))

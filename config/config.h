@@ -13,7 +13,7 @@ enum gw_log_level { GW_LOG_DEBUG = 0, GW_LOG_INFO, GW_LOG_WARN, GW_LOG_ERROR };
 
 enum gw_access_format { GW_ACCESS_OFF = 0, GW_ACCESS_JSON };
 
-enum gw_protocol { GW_PROTO_HTTP = 0, GW_PROTO_UWSGI };
+enum gw_protocol { GW_PROTO_HTTP = 0, GW_PROTO_UWSGI, GW_PROTO_ASGI };
 
 enum gw_balance { GW_BALANCE_ROUND_ROBIN = 0, GW_BALANCE_LEAST_OUTSTANDING };
 
@@ -59,6 +59,10 @@ struct gw_upstream_conf {
     uint64_t queue_timeout_ms;    /* queue.timeout (uwsgi): longest wait before a 503, 10s */
     uint64_t retry_after_ms;      /* queue.retry_after (uwsgi): that 503's Retry-After, 1s
                                      (sent in whole seconds, rounded up) */
+    unsigned connections;         /* connections (asgi): long-lived connections per server and
+                                     worker thread, 4 */
+    uint64_t ping_interval_ms;    /* ping.interval (asgi): PING a connection idle this long, 10s */
+    uint64_t ping_timeout_ms;     /* ping.timeout (asgi): an unanswered PING kills it, 5s */
     size_t index;                 /* position in gw_config.upstreams */
 };
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "adapters/http/http_upstream.h"
+#include "adapters/asgi/asgi_upstream.h"
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/log.h"
 #include "gateway/router.h"
@@ -328,8 +329,17 @@ int gw_exchange_start(struct gw_exchange *x)
         x->error = "upstream pool unavailable (out of memory at reload)";
         return 503;
     }
-    x->up = route->upstream->protocol == GW_PROTO_UWSGI ? &gw_uwsgi_upstream_ops
-                                                        : &gw_http_upstream_ops;
+    switch (route->upstream->protocol) {
+    case GW_PROTO_UWSGI:
+        x->up = &gw_uwsgi_upstream_ops;
+        break;
+    case GW_PROTO_ASGI:
+        x->up = &gw_asgi_upstream_ops;
+        break;
+    default:
+        x->up = &gw_http_upstream_ops;
+        break;
+    }
     x->up->start(x);
     return 0;
 }
@@ -396,6 +406,29 @@ void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason)
 void gw_exchange_req_drained(struct gw_exchange *x)
 {
     x->down->req_drained(x);
+}
+
+struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer)
+{
+    struct gw_slice addr = x->fwd.client_ip;
+
+    *peer = 1;
+    if (x->fwd.trusted) {
+        const char *comma = memchr(x->fwd.xff.p, ',', x->fwd.xff.len);
+        struct gw_slice first = {x->fwd.xff.p,
+                                 comma != NULL ? (size_t)(comma - x->fwd.xff.p) : x->fwd.xff.len};
+        while (first.len > 0 && (first.p[0] == ' ' || first.p[0] == '\t')) {
+            first.p++;
+            first.len--;
+        }
+        while (first.len > 0 && (first.p[first.len - 1] == ' ' || first.p[first.len - 1] == '\t'))
+            first.len--;
+        if (first.len > 0) {
+            *peer = first.len == addr.len && memcmp(first.p, addr.p, addr.len) == 0;
+            addr = first;
+        }
+    }
+    return addr;
 }
 
 int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name)

@@ -208,6 +208,10 @@ void gw_exchange_req_drained(struct gw_exchange *x);
  * rewrites itself. */
 int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name);
 
+/* The client's address: the peer's, or behind a trusted proxy the left-most X-Forwarded-For
+ * entry. Sets |*peer| when it is the peer's own (so x->fwd.client_port applies). */
+struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer);
+
 /* Writes the access-log line, releases the snapshot and frees |x|. The upstream must be
  * detached. NULL is a no-op. */
 void gw_exchange_free(struct gw_exchange *x);

@@ -963,6 +963,16 @@ int h1_chunked_decode(struct h1_chunked *d, const char *in, size_t len, size_t *
     return H1_CHUNK_NEED;
 }
 
+int h1_field_valid(struct gw_slice name, struct gw_slice value)
+{
+    if (name.len == 0 || scan_token(name.p, name.p + name.len) != name.p + name.len)
+        return 0;
+    for (size_t i = 0; i < value.len; i++)
+        if (!IS(value.p[i], C_VALUE))
+            return 0;
+    return 1;
+}
+
 int h1_is_hop_by_hop(struct gw_slice name)
 {
     switch (name.len) {

@@ -120,6 +120,11 @@ enum h1_chunk_ev {
 int h1_chunked_decode(struct h1_chunked *d, const char *in, size_t len, size_t *used,
                       struct gw_slice *data);
 
+/* Returns 1 when |name| is a token and |value| holds only field-vchar, SP, HTAB and obs-text
+ * (no CR, LF or NUL), so the pair can be written into a head as is; else 0. For fields from
+ * upstreams whose protocol does not frame them as HTTP text (asgi). */
+int h1_field_valid(struct gw_slice name, struct gw_slice value);
+
 /* Returns 1 when |name| is a hop-by-hop field (RFC 9110 §7.6.1: Connection, Keep-Alive,
  * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade), else 0. */
 int h1_is_hop_by_hop(struct gw_slice name);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "adapters/asgi/asgi_upstream.h"
 #include "adapters/http/http_upstream.h"
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/conn.h"
@@ -40,6 +41,8 @@ static struct gw_wsnap *wsnap_new(struct gw_worker *w, struct gw_config *cfg)
 
         if (u->protocol == GW_PROTO_UWSGI)
             s->pools[i] = gw_uwsgi_pool_new(w->base, w->gate_box, u);
+        else if (u->protocol == GW_PROTO_ASGI)
+            s->pools[i] = gw_asgi_pool_new(w->base, u, cfg);
         else
             s->pools[i] = gw_http_pool_new(w->base, w->dns, u);
     }
@@ -59,6 +62,8 @@ void gw_wsnap_unref(struct gw_wsnap *s)
     for (size_t i = 0; i < s->cfg->nupstreams; i++) {
         if (s->cfg->upstreams[i].protocol == GW_PROTO_UWSGI)
             gw_uwsgi_pool_free(s->pools[i]);
+        else if (s->cfg->upstreams[i].protocol == GW_PROTO_ASGI)
+            gw_asgi_pool_free(s->pools[i]);
         else
             gw_http_pool_free(s->pools[i]);
     }

@@ -479,31 +479,6 @@ static void server_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
     VAR_SLICE(w, "SERVER_PORT", port);
 }
 
-/* The client's address: behind a trusted proxy, the left-most X-Forwarded-For entry. Sets
- * |*peer| when it is the peer's own (so REMOTE_PORT applies). */
-static struct gw_slice remote_addr(const struct gw_exchange *x, int *peer)
-{
-    struct gw_slice addr = x->fwd.client_ip;
-
-    *peer = 1;
-    if (x->fwd.trusted) {
-        const char *comma = memchr(x->fwd.xff.p, ',', x->fwd.xff.len);
-        struct gw_slice first = {x->fwd.xff.p,
-                                 comma != NULL ? (size_t)(comma - x->fwd.xff.p) : x->fwd.xff.len};
-        while (first.len > 0 && (first.p[0] == ' ' || first.p[0] == '\t')) {
-            first.p++;
-            first.len--;
-        }
-        while (first.len > 0 && (first.p[first.len - 1] == ' ' || first.p[first.len - 1] == '\t'))
-            first.len--;
-        if (first.len > 0) {
-            *peer = first.len == addr.len && memcmp(first.p, addr.p, addr.len) == 0;
-            addr = first;
-        }
-    }
-    return addr;
-}
-
 /* Adds an HTTP_* var for each request field, repeated fields joined into their first. */
 static void header_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
 {
@@ -590,7 +565,7 @@ static int build_packet(struct uw_job *j, const char **reason)
     if (q->has_body || spool_len(&j->req) > 0 || q->method.len != 3 ||
         memcmp(q->method.p, "GET", 3) != 0)
         VAR_U64(&w, "CONTENT_LENGTH", spool_len(&j->req), "");
-    addr = remote_addr(x, &peer_addr);
+    addr = gw_exchange_client_addr(x, &peer_addr);
     VAR_SLICE(&w, "REMOTE_ADDR", addr);
     if (peer_addr && x->fwd.client_port != 0)
         VAR_U64(&w, "REMOTE_PORT", x->fwd.client_port, "");

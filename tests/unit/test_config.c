@@ -794,7 +794,24 @@ static const struct bad_case bad_cases[] = {
      "(no spaces, control characters, '?' or '#')"},
     /* upstreams */
     {LS "upstreams:\n  web:\n    protocol: fcgi\n    servers: [\"a:1\"]\n" RT,
-     "t.yaml:5:15: upstreams.web.protocol: unknown protocol 'fcgi' (supported: http, uwsgi)"},
+     "t.yaml:5:15: upstreams.web.protocol: unknown protocol 'fcgi' (supported: http, uwsgi, asgi)"},
+    {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"app.internal:9000\"]\n" RT,
+     "t.yaml:6:15: upstreams.web.servers[0]: host names are not supported for asgi servers "
+     "yet (use an IP address or unix:/path)"},
+    {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    connections: 2\n" RT,
+     "t.yaml:6:18: upstreams.web.connections: connections applies to asgi upstreams only"},
+    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    ping: { interval: 1s }\n" RT,
+     "t.yaml:7:11: upstreams.web.ping: ping applies to asgi upstreams only"},
+    {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    connections: 0\n" RT,
+     "t.yaml:7:18: upstreams.web.connections: 0 is out of range (1..64)"},
+    {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    ping: { timeout: 10ms }\n" RT,
+     "t.yaml:7:22: upstreams.web.ping.timeout: 10ms is out of range (100ms..24h)"},
+    {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"127.0.0.1:1\"]\n"
+        "    concurrency: 4\n" RT,
+     "t.yaml:7:18: upstreams.web.concurrency: concurrency applies to uwsgi upstreams only"},
     {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"unix:/a\", \"a:1\"]\n" RT,
      "t.yaml:6:26: upstreams.web.servers[1]: host names are not supported for uwsgi servers "
      "yet (use an IP address or unix:/path)"},
@@ -851,6 +868,32 @@ Test(config, uwsgi_upstream)
     cr_expect_eq(u->queue_limit, 0);
     cr_expect_eq(u->queue_timeout_ms, 250);
     cr_expect_eq(u->retry_after_ms, 2500);
+    gw_config_unref(c);
+}
+
+Test(config, asgi_upstream)
+{
+    static const char y[] = LS "upstreams:\n  app:\n    protocol: asgi\n"
+                               "    servers: [\"unix:/run/app.sock\", \"[::1]:9000\"]\n"
+                               "    connections: 3\n"
+                               "    ping: { interval: 2s, timeout: 1500ms }\n"
+                               "routes:\n  - upstream: app\n";
+    static const char d[] = LS "upstreams:\n  app:\n    protocol: asgi\n"
+                               "    servers: [\"127.0.0.1:9000\"]\n"
+                               "routes:\n  - upstream: app\n";
+    struct gw_config *c = load_ok(y);
+    const struct gw_upstream_conf *u = &c->upstreams[0];
+
+    cr_expect_eq(u->protocol, GW_PROTO_ASGI);
+    cr_expect_eq(u->nservers, 2);
+    cr_expect_eq(u->connections, 3);
+    cr_expect_eq(u->ping_interval_ms, 2000);
+    cr_expect_eq(u->ping_timeout_ms, 1500);
+    gw_config_unref(c);
+    c = load_ok(d);
+    cr_expect_eq(c->upstreams[0].connections, 4);
+    cr_expect_eq(c->upstreams[0].ping_interval_ms, 10000);
+    cr_expect_eq(c->upstreams[0].ping_timeout_ms, 5000);
     gw_config_unref(c);
 }
 
