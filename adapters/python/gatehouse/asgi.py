@@ -58,9 +58,13 @@ __all__ = ["main", "serve_connection", "Lifespan", "ClientDisconnected"]
 BOOT_FAILED = 3            # worker exit status: the app or its lifespan startup failed
 HANDSHAKE_TIMEOUT = 10.0   # a gateway sends HELLO as soon as it connects
 OUT_HIGH_WATER = 256 * 1024  # flush the connection's write buffer at once past this
+ACCEPT_DELAY = 0.002          # a worker holding N connections tries to accept after N times this
+ACCEPT_DELAY_MAX = 0.05
+ACCEPT_PAUSE = 0.5            # after an accept error such as EMFILE
+DRAIN_AT = 64 * 1024         # a send() waits for the gateway while more than this is unsent
 READ_SIZE = 256 * 1024
 SUPPORTED_CAPS = P.CAP_WEBSOCKET | P.CAP_TRAILERS | P.CAP_PATHSEND
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+SPEC_VERSION = "2.4"        # the ASGI spec version of the http and websocket scopes
 
 
 def log(msg, *args):
@@ -182,6 +186,29 @@ class ClientDisconnected(OSError):
     spec 2.4 asks for a server-specific subclass of OSError; uvicorn's has this name."""
 
 
+def _wake_all(waiters):
+    """Wakes every future of the list |waiters| (or None); returns what replaces it (None)."""
+    for f in waiters or ():
+        if not f.done():
+            f.set_result(None)
+
+
+async def _wait_in(waiters, loop):
+    """Waits on a future of its own in |waiters|. Several tasks may wait at once (Starlette
+    polls receive() from a cancelled scope while another task waits in it): a shared future
+    would be cancelled for them all."""
+    f = loop.create_future()
+    waiters.append(f)
+    try:
+        await f
+    finally:
+        if not f.done() or f.cancelled():
+            try:
+                waiters.remove(f)
+            except ValueError:
+                pass
+
+
 class _Stream:
     """What both scopes share: the app's task, both credits, and the HTTP response writer (a
     websocket denial response is the http one, section 5.2). Subclasses define `line` (for
@@ -194,10 +221,13 @@ class _Stream:
         self.scope = conn.build_scope(frame)
         # gateway -> app: DATA or WS_MESSAGE payloads the gateway may still send
         self.recv_credit = conn.opts.initial_credit
-        self.wakeup = asyncio.Event()    # something for receive() arrived, or the stream ended
+        # Lists of futures, made only when a task must wait (most requests never do):
+        # receive() waits in _wakeup for the gateway's next event, a sender in _credit_wait
+        # for CREDIT.
+        self._wakeup = None
         # app -> gateway
         self.send_credit = conn.peer_credit
-        self.credit_event = asyncio.Event()
+        self._credit_wait = None
         self.start = None            # the app's response start, until it is written
         self.head_sent = False       # HTTP_RESPONSE is on the wire
         self.trailers = False        # HTTP_RESPONSE had MORE: TRAILERS carries END
@@ -207,12 +237,34 @@ class _Stream:
         self.app_done = False
         self.task = None
 
+    def wake(self):
+        """Something for receive() arrived, or the stream ended."""
+        self._wakeup = _wake_all(self._wakeup)
+
+    async def sleep(self):
+        """Waits for the next wake() (the caller checks its conditions again after)."""
+        if self._wakeup is None:
+            self._wakeup = []
+        await _wait_in(self._wakeup, self.conn.loop)
+
+    def credit_wake(self):
+        self._credit_wait = _wake_all(self._credit_wait)
+
+    @property
+    def line(self):
+        """The request for the log: made only when a line is written."""
+        scope = self.scope
+        target = scope["raw_path"].decode("latin-1") or scope["path"]
+        if scope["type"] == "websocket":
+            return "WebSocket " + target
+        return "%s %s" % (scope["method"], target)
+
     def on_credit(self, frame):
         inc = frame.increment
         if inc == 0 or self.send_credit + inc > P.MAX_CREDIT:
             raise _Flow(P.FLOW, "bad CREDIT increment %d" % inc)
         self.send_credit += inc
-        self.credit_event.set()
+        self.credit_wake()
 
     # -- the response ------------------------------------------------------------------
 
@@ -223,19 +275,34 @@ class _Stream:
         want_trailers = bool(start.get("trailers", False))
         self.trailers = want_trailers and bool(self.conn.caps & P.CAP_TRAILERS)
         flags = P.FLAG_MORE if self.trailers else (P.FLAG_END if end else 0)
-        headers = [(bytes(n), bytes(v)) for n, v in start.get("headers", ())]
-        self.conn.write_frame(P.HttpResponse(self.id, flags, int(start["status"]), headers))
+        self.conn._out(P.encode_http_response(self.id, flags, int(start["status"]),
+                                              start.get("headers", ()),
+                                              self.conn.peer_max_frame))
         self.head_sent = True
         if flags & P.FLAG_END:
             self._done()
 
     def _done(self):
         self.response_done = True
-        self.wakeup.set()     # a receive() waiting for the end of the exchange
+        self.wake()     # a receive() waiting for the end of the exchange
         self.maybe_finished()
 
     async def _send_body(self, body, more):
-        body = bytes(body)
+        if type(body) is not bytes:
+            body = bytes(body)
+        if (not self.head_sent and not more and body and not self.start.get("trailers") and
+                len(body) <= self.send_credit and len(body) <= self.conn.peer_max_frame):
+            # The common whole response: HTTP_RESPONSE and one DATA with END, one write.
+            conn = self.conn
+            conn._out(P.encode_http_response(self.id, 0, int(self.start["status"]),
+                                             self.start.get("headers", ()),
+                                             conn.peer_max_frame)
+                      + P.frame_header(P.DATA, P.FLAG_END, self.id, len(body)) + body)
+            self.head_sent = self.body_started = True
+            self.send_credit -= len(body)
+            self._done()
+            await conn.drain()
+            return
         if not self.head_sent:
             self._write_head(end=not body and not more)
             if self.response_done:
@@ -257,8 +324,9 @@ class _Stream:
             left = size - pos
             room = min(self.send_credit, self.conn.peer_max_frame)
             if left and room <= 0:
-                self.credit_event.clear()
-                await self.credit_event.wait()
+                if self._credit_wait is None:
+                    self._credit_wait = []
+                await _wait_in(self._credit_wait, self.conn.loop)
                 if self.ended:
                     return False
                 continue
@@ -324,7 +392,6 @@ class HttpStream(_Stream):
 
     def __init__(self, conn, frame):
         super().__init__(conn, frame)
-        self.line = "%s %s" % (frame.method, frame.raw_path.decode("latin-1") or frame.path)
         # request direction: DATA payloads queued until receive() hands them over
         self.body = collections.deque()
         self.body_bytes = 0
@@ -348,7 +415,7 @@ class HttpStream(_Stream):
         else:
             self.body.append(frame.data)
             self.body_bytes += n
-            self.wakeup.set()
+            self.wake()
         self.maybe_finished()
 
     def on_message(self, frame):
@@ -363,8 +430,8 @@ class HttpStream(_Stream):
         if self.ended:
             return
         self.ended = True
-        self.wakeup.set()
-        self.credit_event.set()
+        self.wake()
+        self.credit_wake()
         if cancel and self.task is not None and not self.task.done():
             self.task.cancel()
         self.maybe_finished()
@@ -390,8 +457,7 @@ class HttpStream(_Stream):
             if self.response_done:
                 # like uvicorn: the exchange is over, nothing more will come
                 return {"type": "http.disconnect"}
-            self.wakeup.clear()
-            await self.wakeup.wait()
+            await self.sleep()
 
     def _body_event(self):
         """Everything that has arrived, joined into one http.request event (section 4.2);
@@ -493,7 +559,6 @@ class WebSocketStream(_Stream):
 
     def __init__(self, conn, frame):
         super().__init__(conn, frame)
-        self.line = "WebSocket %s" % (frame.raw_path.decode("latin-1") or frame.path)
         self.connect_given = False   # receive() has handed over websocket.connect
         self.accepted = False        # WS_ACCEPT is on the wire
         # gateway -> app: whole messages as (event key, value, bytes not yet credited)
@@ -559,7 +624,7 @@ class WebSocketStream(_Stream):
                 return
         else:
             self.messages.append(("bytes", payload, uncredited))
-        self.wakeup.set()
+        self.wake()
 
     def on_disconnect(self, frame):
         self._closed(frame.code, frame.reason)
@@ -576,8 +641,8 @@ class WebSocketStream(_Stream):
         self.ended = True
         self.close_code = code
         self.close_reason = reason
-        self.wakeup.set()
-        self.credit_event.set()
+        self.wake()
+        self.credit_wake()
         self.maybe_finished()
 
     def close_by_server(self, code, reason):
@@ -617,8 +682,7 @@ class WebSocketStream(_Stream):
             if self.ended or self.response_done:
                 return {"type": "websocket.disconnect", "code": self.close_code,
                         "reason": self.close_reason}
-            self.wakeup.clear()
-            await self.wakeup.wait()
+            await self.sleep()
 
     # -- send() ------------------------------------------------------------------------
 
@@ -742,6 +806,7 @@ class Connection:
         self.app = worker.app
         self.reader = reader
         self.writer = writer
+        self.transport = writer.transport
         self.decoder = P.FrameDecoder()
         self.streams = {}        # id -> HttpStream or WebSocketStream still routed frames
         self.tasks = set()       # streams whose app task runs
@@ -768,7 +833,7 @@ class Connection:
         self._out(data)
 
     def _out(self, b):
-        if self.writer.is_closing():
+        if self.transport.is_closing():
             return
         self.out.append(b)
         self.out_size += len(b)
@@ -780,17 +845,22 @@ class Connection:
 
     def flush(self):
         self.flush_scheduled = False
-        if self.out and not self.writer.is_closing():
-            self.writer.writelines(self.out)
+        if self.out and not self.transport.is_closing():
+            self.transport.writelines(self.out)
         self.out.clear()
         self.out_size = 0
 
     async def drain(self):
         """Waits while the transport holds more than its high-water mark, so that a slow
         gateway socket bounds this connection's memory. Raises ConnectionError when lost."""
-        if self.out_size:
+        # What is queued goes out with the loop turn's flush (one write for every stream's
+        # frames of the turn) unless it is a lot already.
+        if self.out_size >= DRAIN_AT:
             self.flush()
-        await self.writer.drain()
+        # Most calls find room: awaiting StreamWriter.drain() only when the transport is
+        # over its high-water mark (or closing, to raise) saves a coroutine per send.
+        if self.transport.is_closing() or self.transport.get_write_buffer_size() > DRAIN_AT:
+            await self.writer.drain()
 
     # -- the scope -----------------------------------------------------------------------
 
@@ -799,14 +869,14 @@ class Connection:
         extensions = {}
         scope = {
             "type": "http",
-            "asgi": dict(ASGI_VERSION, version=self.worker.asgi_version),
+            "asgi": {"version": self.worker.asgi_version, "spec_version": SPEC_VERSION},
             "http_version": f.http_version,
             "scheme": f.scheme,
             "path": f.path,
             "raw_path": f.raw_path,
             "query_string": f.query_string,
             "root_path": f.root_path,
-            "headers": [[n, v] for n, v in f.headers],
+            "headers": f.headers,      # (name, value) tuples, as uvicorn gives them
             "client": f.client,
             "server": f.server,
             "state": dict(self.worker.lifespan_state),   # shallow copy, as uvicorn does
@@ -1064,6 +1134,8 @@ class Worker:
         self.draining = False
         self.lifespan_state = {}
         self.stop = None
+        self.loop = None
+        self.accepting = True
 
     async def run(self):
         loop = asyncio.get_running_loop()
@@ -1073,14 +1145,16 @@ class Worker:
         if not await lifespan.startup():
             return BOOT_FAILED
         self.lifespan_state = lifespan.state
-        server = await asyncio.start_server(
-            lambda r, w: serve_connection(self, r, w), sock=self.listener, limit=READ_SIZE)
+        self.loop = loop
+        self.listener.setblocking(False)
+        loop.add_reader(self.listener.fileno(), self.acceptable)
         watchdog = loop.create_task(self.watch_master())
         log("worker booted (%s)", self.opts.app)
         self.booted()
         await self.stop.wait()
         watchdog.cancel()
-        server.close()             # no more accepting here; other workers still may
+        self.accepting = False     # no more accepting here; other workers still may
+        loop.remove_reader(self.listener.fileno())
         await self.drain()
         await lifespan.shutdown(self.opts.graceful_timeout)
         log("worker stopped")
@@ -1088,6 +1162,53 @@ class Worker:
 
     def booted(self):
         pass      # replaced by the master's slot update
+
+    # -- accepting: the gateway's few long-lived connections spread over the workers ----------
+    #
+    # Every worker watches the shared listening socket. A gateway opens its connections in a
+    # burst, and a worker that accepted all it could at once (as asyncio's servers do) would
+    # get them all and leave the others idle. So a worker accepts one connection per try,
+    # and one that already has connections tries later, the more it has the later: the
+    # worker with the fewest usually wins the next one.
+
+    def acceptable(self):
+        n = len(self.connections)
+        if n and self.accepting:
+            self.loop.remove_reader(self.listener.fileno())
+            self.loop.call_later(min(ACCEPT_DELAY_MAX, ACCEPT_DELAY * n), self.accept_later)
+            return
+        self.accept_one()
+
+    def accept_later(self):
+        if self.accepting and self.listener.fileno() >= 0:
+            self.loop.add_reader(self.listener.fileno(), self.acceptable)
+            self.accept_one()
+
+    def accept_one(self):
+        fd = self.listener.fileno()
+        if not self.accepting or fd < 0:
+            return
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            # Out of file descriptors the socket stays readable: pause instead of spinning.
+            log("accept: %s; not accepting for %gs", e, ACCEPT_PAUSE)
+            self.loop.remove_reader(fd)
+            self.loop.call_later(ACCEPT_PAUSE, self.accept_later)
+            return
+        sock.setblocking(False)
+        self.loop.create_task(self.start_connection(sock))
+
+    async def start_connection(self, sock):
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+        protocol = asyncio.StreamReaderProtocol(
+            reader, lambda r, w: serve_connection(self, r, w))
+        try:
+            await self.loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError:
+            sock.close()
 
     async def watch_master(self):
         master = os.getppid()

@@ -513,6 +513,21 @@ def encode(frame, max_frame=None):
     return frame_header(frame.type, frame.flags, frame.stream, n) + payload
 
 
+def encode_http_response(stream, flags, status, headers, max_frame=None):
+    """HTTP_RESPONSE as encode(HttpResponse(...)) gives it, without the frame object: the
+    app side writes one per request. |headers| are (name, value) byte strings."""
+    try:
+        parts = [_u16(status)]
+    except struct.error as e:
+        raise ValueError("HttpResponse: status %r: %s" % (status, e)) from None
+    _headers_out(parts, headers)
+    payload = b"".join(parts)
+    n = len(payload)
+    if max_frame is not None and n > max_frame:
+        raise ValueError("a payload of %d bytes is over max_frame %d" % (n, max_frame))
+    return frame_header(HTTP_RESPONSE, flags, stream, n) + payload
+
+
 # -- decoding ---------------------------------------------------------------------------------
 #
 # Each parser takes (stream, flags, payload bytes) and returns the frame. Strings and counts
