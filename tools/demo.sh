@@ -7,14 +7,15 @@
 #   demo_http.py under gunicorn               /  /http/           DEMO_HTTP_UPSTREAM
 #   demo_wsgi.py under gatehouse.wsgi         /wsgi/              DEMO_WSGI_UPSTREAM
 #   demo_wsgi.py under Debian's uWSGI         /legacy/            DEMO_LEGACY_UPSTREAM
+#   demo_asgi.py under gatehouse.asgi         /asgi/              DEMO_ASGI_UPSTREAM
 #
 # Usage: tools/demo.sh BIN
 # Environment: GATEHOUSE_CONFIG (default config/gatehouse.yaml), PYTHON (default
 # /usr/bin/python3), UWSGI (default /usr/bin/uwsgi), GATEHOUSE_LISTEN (the gateway's address;
 # default 127.0.0.1:8080), and where each app listens, read by the default configuration too:
-# DEMO_HTTP_UPSTREAM (default 127.0.0.1:8001), DEMO_WSGI_UPSTREAM and DEMO_LEGACY_UPSTREAM
-# (unix:PATH or IP:PORT; default unix sockets in a private directory made with mktemp -d and
-# removed on exit, which also holds uWSGI's log).
+# DEMO_HTTP_UPSTREAM (default 127.0.0.1:8001), DEMO_WSGI_UPSTREAM, DEMO_LEGACY_UPSTREAM and
+# DEMO_ASGI_UPSTREAM (unix:PATH or IP:PORT; default unix sockets in a private directory made
+# with mktemp -d and removed on exit, which also holds uWSGI's log).
 set -u
 
 usage() { echo "usage: $0 path/to/gatehouse" >&2; exit 2; }
@@ -37,6 +38,7 @@ LISTEN_PORT=8080
 app_pid=""
 wsgi_pid=""
 legacy_pid=""
+asgi_pid=""
 gw_pid=""
 rundir=""
 
@@ -77,10 +79,11 @@ cleanup() {
     trap '' INT TERM
     stop_pids 35 $gw_pid
     gw_pid=""
-    stop_pids 10 $app_pid $wsgi_pid $legacy_pid
+    stop_pids 10 $app_pid $wsgi_pid $legacy_pid $asgi_pid
     app_pid=""
     wsgi_pid=""
     legacy_pid=""
+    asgi_pid=""
     [ -n "$rundir" ] && rm -rf "$rundir"
     rundir=""
 }
@@ -99,8 +102,9 @@ rundir=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-demo.XXXXXX") || exit 1
 APP_ADDR=${DEMO_HTTP_UPSTREAM:-127.0.0.1:8001}
 WSGI_ADDR=${DEMO_WSGI_UPSTREAM:-unix:$rundir/wsgi.sock}
 LEGACY_ADDR=${DEMO_LEGACY_UPSTREAM:-unix:$rundir/legacy.sock}
+ASGI_ADDR=${DEMO_ASGI_UPSTREAM:-unix:$rundir/asgi.sock}
 export DEMO_HTTP_UPSTREAM="$APP_ADDR" DEMO_WSGI_UPSTREAM="$WSGI_ADDR"
-export DEMO_LEGACY_UPSTREAM="$LEGACY_ADDR"
+export DEMO_LEGACY_UPSTREAM="$LEGACY_ADDR" DEMO_ASGI_UPSTREAM="$ASGI_ADDR"
 
 # Prints what the HTTP app at $1 answers on /healthz (nothing when nothing answers).
 http_health() {
@@ -142,6 +146,64 @@ if head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
 EOF
 }
 
+# Prints what the gatehouse.asgi server at $1 (unix:PATH or IP:PORT) answers on /healthz,
+# speaking the gatehouse ASGI protocol (adapters/asgi/PROTOCOL.md): HELLO, its ACK, then one
+# HTTP_REQUEST and the HTTP_RESPONSE and DATA frames that answer it.
+asgi_health() {
+    PYTHONPATH="$ROOT/adapters/python" "$PYTHON" - "$1" 2>/dev/null <<'EOF'
+import socket, sys
+from gatehouse import asgi_protocol as P
+addr = sys.argv[1]
+if addr.startswith("unix:"):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    s.connect(addr[5:])
+else:
+    host, _, port = addr.rpartition(":")
+    s = socket.create_connection((host.strip("[]"), int(port)), timeout=2)
+MAX_FRAME = CREDIT = 65536
+dec = P.FrameDecoder(MAX_FRAME)   # the max_frame our HELLO announces
+
+
+def frames():
+    while True:
+        yield from dec.frames()
+        data = s.recv(65536)
+        if not data:
+            return
+        dec.feed(data)
+
+
+s.sendall(P.encode(P.Hello(max_frame=MAX_FRAME, max_streams=0, initial_credit=CREDIT)))
+it = frames()
+hello = next(it)
+if not (isinstance(hello, P.Hello) and hello.flags & P.FLAG_ACK
+        and hello.version == P.PROTOCOL_VERSION):
+    sys.exit(1)
+s.sendall(P.encode(P.HttpRequest(stream=1, flags=P.FLAG_END, method="GET", path="/healthz",
+                                 raw_path=b"/healthz", server=("demo", 80),
+                                 headers=[(b"host", b"demo")]), hello.max_frame))
+status, body = None, b""
+for f in it:
+    if isinstance(f, P.Ping) and not f.flags & P.FLAG_ACK:
+        s.sendall(P.encode(P.Ping(flags=P.FLAG_ACK, data=f.data)))
+    elif isinstance(f, (P.Reset, P.GoAway)):
+        sys.exit(1)
+    elif f.stream != 1:
+        continue
+    elif isinstance(f, P.HttpResponse):
+        status = f.status
+        if f.flags & P.FLAG_END:
+            break
+    elif isinstance(f, P.Data):
+        body += f.data
+        if f.flags & P.FLAG_END:
+            break
+if status == 200:
+    print(body.decode().strip())
+EOF
+}
+
 # Waits (about 15 s at most) until $1, run as process $2, answers "ok" to `$3 $4`.
 wait_ready() {
     deadline=$(($(date +%s) + 15))
@@ -162,9 +224,9 @@ wait_ready() {
 
 echo "gatehouse demo: open http://localhost:$LISTEN_PORT/"
 if [ -n "$(http_health "$APP_ADDR")" ] || [ -n "$(uwsgi_health "$WSGI_ADDR")" ] ||
-        [ -n "$(uwsgi_health "$LEGACY_ADDR")" ]; then
-    echo "demo: something already answers on $APP_ADDR, $WSGI_ADDR or $LEGACY_ADDR;" \
-        "stop it first" >&2
+        [ -n "$(uwsgi_health "$LEGACY_ADDR")" ] || [ -n "$(asgi_health "$ASGI_ADDR")" ]; then
+    echo "demo: something already answers on $APP_ADDR, $WSGI_ADDR, $LEGACY_ADDR or" \
+        "$ASGI_ADDR; stop it first" >&2
     exit 1
 fi
 
@@ -185,14 +247,21 @@ echo "demo: starting demo_wsgi.py (Debian's uWSGI on $LEGACY_ADDR; log in $rundi
     --disable-logging --vacuum >"$rundir/uwsgi.log" 2>&1 &
 legacy_pid=$!
 
+echo "demo: starting demo_asgi.py (gatehouse.asgi on $ASGI_ADDR)" >&2
+PYTHONPATH="$ROOT/adapters/python${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m gatehouse.asgi \
+    demo_asgi:app --bind "$ASGI_ADDR" --workers 2 --graceful-timeout 5 --chdir tests/apps &
+asgi_pid=$!
+
 wait_ready "the demo app (gunicorn)" "$app_pid" http_health "$APP_ADDR" || exit 1
 wait_ready gatehouse.wsgi "$wsgi_pid" uwsgi_health "$WSGI_ADDR" || exit 1
 wait_ready uWSGI "$legacy_pid" uwsgi_health "$LEGACY_ADDR" || exit 1
+wait_ready gatehouse.asgi "$asgi_pid" asgi_health "$ASGI_ADDR" || exit 1
 
 echo "demo: starting gatehouse ($BIN -c $CONFIG); Ctrl-C stops everything" >&2
 "$BIN" -c "$CONFIG" &
 gw_pid=$!
-echo "demo: serving http://localhost:$LISTEN_PORT/ /http/ /wsgi/ /wsgi/events /legacy/" >&2
+echo "demo: serving http://localhost:$LISTEN_PORT/ /http/ /wsgi/ /wsgi/events /legacy/" \
+    "/asgi/ /asgi/events" >&2
 
 # `wait` returns early when a trapped signal arrives; the trap then stops every process.
 wait "$gw_pid"

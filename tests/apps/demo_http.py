@@ -36,8 +36,11 @@ DEMOS = [
      True),
     ("/wsgi/ws", "A WebSocket served by Flask through WebSocket-over-HTTP.", False),
     ("/legacy/", "The same Flask app under Debian's uWSGI, unchanged.", True),
-    ("/asgi/", "A FastAPI app under gatehouse.asgi (multiplexed message protocol).", False),
-    ("/asgi/events", "Server-Sent Events from FastAPI.", False),
+    ("/asgi/", "A FastAPI app under gatehouse.asgi, over the multiplexed message protocol: "
+     "which worker answered, the ASGI scope it received (root_path /asgi) and its lifespan "
+     "state.", True),
+    ("/asgi/events", "Server-Sent Events from that FastAPI app's async generator, streamed "
+     "through event by event.", True),
     ("/asgi/ws", "A WebSocket echo from FastAPI.", False),
 ]
 
