@@ -103,6 +103,8 @@ bench:
 	$(PYTHON) tests/bench/bench_http.py --gatehouse $(abspath $(BUILD)/gatehouse) || st=$$?; \
 	$(PYTHON) tests/bench/bench_wsgi.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
+	$(PYTHON) tests/bench/bench_asgi.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
+	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	exit $$st
 
 clean:
