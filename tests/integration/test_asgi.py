@@ -403,3 +403,92 @@ def test_1000_slow_streams_bounded_memory(harness, app):
     assert done == n
     assert all(v >= size for v in got.values()), sorted(got.values())[:5]
     assert get_json(g.port, "/items/1")["item_id"] == 1
+
+
+# ---- scope fidelity -------------------------------------------------------------------------
+
+class Uvicorn:
+    """Debian's uvicorn serving |app| from tests/apps on 127.0.0.1, stopped by PID."""
+
+    def __init__(self, workdir, app, args=()):
+        self.port = free_port()
+        self.logpath = workdir / "uvicorn.log"
+        with open(self.logpath, "wb") as log:
+            self.proc = subprocess.Popen(
+                [gw.PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port",
+                 str(self.port), "--no-access-log"] + list(args),
+                cwd=str(APPS), env=dict(os.environ, PYTHONPATH=str(APPS)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                return True
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, timeout=15, what="uvicorn listening")
+        assert self.proc.poll() is None, self.logpath.read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def raw_scope(port, target, headers):
+    """The scope the app at |port| saw for GET |target| with |headers| sent exactly so."""
+    with Conn(port) as c:
+        c.send(b"GET %s HTTP/1.1\r\n%s\r\n" % (
+            target.encode(), b"".join(b"%s: %s\r\n" % (n.encode(), v.encode())
+                                      for n, v in headers)))
+        r = c.read_response()
+    assert r.status == 200, r
+    return r.json()
+
+
+def test_scope_matches_uvicorn(harness, apps, tmp_path):
+    """The same request through gatehouse (route /pre/ stripped) -> gatehouse.asgi and to
+    uvicorn --root-path /pre (given the path as a proxy that strips /pre sends it): the scopes
+    are the same, except for what a proxy must do differently, checked exactly below."""
+    a = apps(app="scope_echo:app", workers=1)
+    g = gateway_for(harness, [a.server], routes=[
+        {"match": {"path": "/pre/"}, "upstream": "app", "strip_prefix": True}])
+    u = Uvicorn(tmp_path, "scope_echo:app", ["--root-path", "/pre", "--http", "httptools",
+                                             "--loop", "uvloop"])
+    try:
+        path = "/a%20b/caf%C3%A9/x%2Fy/%E2%82%AC"
+        query = "q=%20&r=1&r=2&s=caf%C3%A9&t"
+        common = [("User-Agent", "fidelity/1"), ("X-Custom", "one"), ("Accept", "*/*"),
+                  ("x-custom", "two"), ("Cookie", "a=1"), ("Cookie", "b=2"),
+                  ("Connection", "keep-alive")]
+        theirs = raw_scope(u.port, path + "?" + query,
+                           [("Host", "127.0.0.1:%d" % u.port)] + common)
+        ours = raw_scope(g.port, "/pre" + path + "?" + query,
+                         [("Host", "127.0.0.1:%d" % g.port)] + common)
+    finally:
+        u.stop()
+    for k in ("type", "http_version", "method", "scheme", "path", "raw_path", "query_string",
+              "root_path"):
+        assert ours[k] == theirs[k], (k, ours[k], theirs[k])
+    assert ours["path"] == "/a b/café/x/y/€" and ours["root_path"] == "/pre"
+    # The client's address is the same; its port is that of each one's own connection.
+    assert ours["client"][0] == theirs["client"][0] == "127.0.0.1"
+    assert isinstance(ours["client"][1], int) and ours["client"][1] > 0
+    # server: each one's own address and port.
+    assert ours["server"] == ["127.0.0.1", g.port] and theirs["server"] == ["127.0.0.1", u.port]
+    # Headers: lower-cased, in order, repeats kept. A proxy removes the hop-by-hop Connection
+    # and adds its request id; the Host each got names its own port.
+    def split_host(hs):
+        return [[n, v] for n, v in hs if n != "host"], [v for n, v in hs if n == "host"]
+    ours_h, ours_host = split_host(ours["headers"])
+    theirs_h, theirs_host = split_host(theirs["headers"])
+    assert ours_host == ["127.0.0.1:%d" % g.port] and theirs_host == ["127.0.0.1:%d" % u.port]
+    assert ours_h[-1][0] == "x-request-id" and len(ours_h[-1][1]) == 32
+    assert ours_h[:-1] == [h for h in theirs_h if h[0] != "connection"], (ours_h, theirs_h)
+    assert ["connection", "keep-alive"] in theirs_h
