@@ -315,9 +315,10 @@ Test(config, default_file_is_the_demo)
     unsetenv("DEMO_HTTP_UPSTREAM");
     unsetenv("DEMO_WSGI_UPSTREAM");
     unsetenv("DEMO_LEGACY_UPSTREAM");
+    unsetenv("DEMO_ASGI_UPSTREAM");
     cr_assert_eq(gw_config_load_file("config/gatehouse.yaml", &c, err, sizeof err), 0, "%s", err);
     cr_expect_str_eq(c->listen[0].address, "127.0.0.1:8080");
-    cr_assert_eq(c->nupstreams, 3);
+    cr_assert_eq(c->nupstreams, 4);
     cr_expect_str_eq(c->upstreams[0].name, "demo");
     cr_expect_str_eq(c->upstreams[0].servers[0].address, "127.0.0.1:8001");
     for (size_t i = 1; i < 3; i++) {
@@ -327,14 +328,18 @@ Test(config, default_file_is_the_demo)
     cr_expect_str_eq(c->upstreams[1].name, "wsgi");
     cr_expect_str_eq(c->upstreams[1].servers[0].unix_path, "/tmp/gatehouse-demo/wsgi.sock");
     cr_expect_str_eq(c->upstreams[2].name, "legacy");
-    cr_assert_eq(c->nroutes, 4);
+    cr_expect_str_eq(c->upstreams[3].name, "asgi");
+    cr_expect_eq(c->upstreams[3].protocol, GW_PROTO_ASGI);
+    cr_expect_str_eq(c->upstreams[3].servers[0].unix_path, "/tmp/gatehouse-demo/asgi.sock");
+    cr_assert_eq(c->nroutes, 5);
     cr_expect_str_eq(c->routes[0].path, "/http");
     cr_expect_str_eq(c->routes[1].path, "/wsgi");
     cr_expect_str_eq(c->routes[2].path, "/legacy");
-    for (size_t i = 0; i < 3; i++)
+    cr_expect_str_eq(c->routes[3].path, "/asgi");
+    for (size_t i = 0; i < 4; i++)
         cr_expect_eq(c->routes[i].strip_prefix, 1);
-    cr_expect_str_eq(c->routes[3].path, "/");
-    cr_expect_eq(c->routes[3].strip_prefix, 0);
+    cr_expect_str_eq(c->routes[4].path, "/");
+    cr_expect_eq(c->routes[4].strip_prefix, 0);
     gw_config_unref(c);
 }
 
