@@ -680,10 +680,14 @@ static void down_fail(struct gw_exchange *x, int status)
     struct gw_conn *c = x->down_ctx;
 
     gw_conn_enter(c);
-    if (!x->head_sent)
+    if (!x->head_sent) {
         answer_locally(c, status, x->error != NULL ? x->error : "upstream failed");
-    else
-        gw_conn_close(c); /* a response cut short must look cut short to the client */
+    } else {
+        /* A response cut short must look cut short to the client: what is queued (the head,
+         * maybe some body) goes out first, as far as the socket takes it now, then EOF. */
+        gw_stream_flush(&c->st);
+        gw_conn_close(c);
+    }
     gw_conn_leave(c);
 }
 

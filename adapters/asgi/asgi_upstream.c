@@ -149,7 +149,7 @@ struct gw_asgi_pool {
 static void conn_kick(struct as_conn *c);
 static void conn_lost(struct as_conn *c, const char *why);
 static void conn_connect(struct as_conn *c);
-static void assign(struct as_strm *st, struct as_conn *avoid);
+static void assign(struct as_strm *st, struct as_conn *avoid, int reopen);
 static void pump(struct as_strm *st);
 static void file_feed(struct as_strm *st);
 
@@ -337,8 +337,13 @@ static void unlink_conn(struct as_strm *st, uint32_t code)
 {
     struct as_conn *c = st->conn;
 
-    if (c == NULL)
+    if (c == NULL) {
+        /* Off any connection, or on the local list of a conn_lost() in progress. */
+        if (st->list != NULL)
+            list_remove(st->list, st);
+        st->list = NULL;
         return;
+    }
     if (st->in_wants)
         wants_remove(c, st);
     if (st->list != NULL)
@@ -350,11 +355,10 @@ static void unlink_conn(struct as_strm *st, uint32_t code)
     }
     st->list = NULL;
     st->conn = NULL;
-    /* A draining app's connection closes with its last stream; a slot freed may let a
-     * pending stream open. */
-    if (c->state == AC_GOAWAY && c->open.n == 0)
-        conn_lost(c, NULL);
-    else if (c->pending.n > 0)
+    /* A draining app's connection closes with its last stream, and a slot freed may let a
+     * pending stream open: both from on_kick(), never under a caller that may still hold
+     * slices of the connection's input. */
+    if ((c->state == AC_GOAWAY && c->open.n == 0) || c->pending.n > 0)
         conn_kick(c);
 }
 
@@ -377,16 +381,16 @@ static void strm_end(struct as_strm *st, int status, const char *reason, uint32_
 
     unlink_conn(st, code);
     st->x = NULL;
-    if (st->busy > 0)
+    /* |trailers| may point into st->trailers: it lives until the call is over. */
+    st->busy++;
+    if (x != NULL && status == 0)
+        gw_exchange_resp_end(x, trailers, ntrailers);
+    else if (x != NULL)
+        gw_exchange_fail(x, status, reason);
+    if (--st->busy > 0)
         st->dead = 1; /* the caller on the stack frees it */
     else
         strm_free(st);
-    if (x == NULL)
-        return;
-    if (status == 0)
-        gw_exchange_resp_end(x, trailers, ntrailers);
-    else
-        gw_exchange_fail(x, status, reason);
 }
 
 /* The upstream side failed |st|: 502 before a head (504 for a timeout), a cut after. */
@@ -417,7 +421,7 @@ static void stream_error(struct as_strm *st, uint32_t code, const char *what)
 static void strm_done(struct as_strm *st, const struct h1_header *trailers, size_t ntrailers)
 {
     if (st->resp_left > 0) {
-        strm_fail(st, 0, R_SHORT, ASGI_ERR_NONE);
+        strm_fail(st, 0, R_SHORT, st->end_sent ? ASGI_ERR_NONE : ASGI_ERR_CANCEL);
         return;
     }
     strm_end(st, 0, NULL, st->end_sent ? ASGI_ERR_NONE : ASGI_ERR_CANCEL, trailers, ntrailers);
@@ -635,9 +639,10 @@ static int write_request(struct as_strm *st)
 /* ---- placing exchanges -------------------------------------------------------------------- */
 
 /* The connection for a new stream: the ready one with the fewest streams (ties in turn), else
- * one still connecting, else a connection that is down, reconnected now rather than after its
- * backoff. NULL when none can be had (|avoid| is never chosen). */
-static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid)
+ * one still connecting, else (with |reopen|: a new exchange) a connection that is down,
+ * reconnected now rather than after its backoff. NULL when none can be had (|avoid| is never
+ * chosen). */
+static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid, int reopen)
 {
     struct as_conn *best = NULL;
     size_t best_load = 0;
@@ -662,7 +667,7 @@ static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid)
         }
     }
     p->rr++;
-    if (best != NULL)
+    if (best != NULL || !reopen)
         return best;
     for (size_t k = 0; k < p->nconns; k++) {
         struct as_conn *c = &p->conns[(p->rr + k) % p->nconns];
@@ -671,15 +676,17 @@ static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid)
             continue;
         event_del(c->retry);
         conn_connect(c);
-        return c->state != AC_DOWN ? c : NULL;
+        if (c->state != AC_DOWN)
+            return c;
     }
     return NULL;
 }
 
-/* Puts |st| on a connection's pending list, or fails it with 502 when there is none. */
-static void assign(struct as_strm *st, struct as_conn *avoid)
+/* Puts |st| on a connection's pending list, or fails it with 502 when there is none. Its
+ * deadline was set once, when the exchange started. */
+static void assign(struct as_strm *st, struct as_conn *avoid, int reopen)
 {
-    struct as_conn *c = pick(st->pool, avoid);
+    struct as_conn *c = pick(st->pool, avoid, reopen);
 
     if (c == NULL) {
         gw_log_ctx(GW_LOG_WARN, st->x->log_ctx, "upstream %s: no connection to any server",
@@ -690,7 +697,6 @@ static void assign(struct as_strm *st, struct as_conn *avoid)
     st->conn = c;
     st->list = &c->pending;
     list_push(&c->pending, st);
-    st->deadline_ms = gw_now_ms() + st->pool->u->first_byte_ms;
     if (c->state == AC_READY)
         conn_kick(c);
 }
@@ -701,7 +707,7 @@ static void retry_or_fail(struct as_strm *st)
 {
     struct as_conn *c = st->conn;
 
-    if (st->req_sent > 0 || st->tries >= st->pool->u->retries || st->x == NULL) {
+    if (st->head || st->req_sent > 0 || st->tries >= st->pool->u->retries || st->x == NULL) {
         strm_fail(st, 0, R_RESET, ASGI_ERR_NONE);
         return;
     }
@@ -709,7 +715,7 @@ static void retry_or_fail(struct as_strm *st)
     unlink_conn(st, ASGI_ERR_NONE);
     st->id = 0;
     st->end_sent = 0;
-    assign(st, c);
+    assign(st, c, 0);
 }
 
 /* Opens the pending streams of a ready connection while it has room. */
@@ -731,7 +737,7 @@ static void open_pending(struct as_conn *c)
             return;
         }
         list_remove(&c->pending, st);
-        st->id = c->next_id++;
+        st->id = c->next_id;
         st->send_credit = c->credit;
         st->recv_credit = AS_CREDIT;
         status = write_request(st);
@@ -744,6 +750,7 @@ static void open_pending(struct as_conn *c)
             strm_end(st, status, why, ASGI_ERR_NONE, NULL, 0);
             continue;
         }
+        c->next_id++; /* ids go up by one on the wire: a refused request took none */
         st->list = &c->open;
         list_push(&c->open, st);
         tab_insert(c, st);
@@ -773,6 +780,7 @@ static void pump(struct as_strm *st)
         struct gw_exchange *x = st->x;
         struct as_conn *c = st->conn;
         size_t took = 0, avail = 0;
+        int ended = 0;
 
         st->pump_again = 0;
         if (x == NULL || c == NULL || st->list != &c->open)
@@ -810,12 +818,12 @@ static void pump(struct as_strm *st)
             st->req_sent += n;
             took += n;
             if (end)
-                st->end_sent = 1;
+                st->end_sent = ended = 1;
         }
         conn_kick(c);
         /* Once the head is in, the response's read timeout runs instead. */
-        if (!st->head) {
-            if (st->end_sent)
+        if (!st->head && !(st->end_sent && !ended)) {
+            if (ended)
                 st->deadline_ms = gw_now_ms() + st->pool->u->first_byte_ms;
             else if (avail > 0 && (took > 0 || st->deadline_ms == 0))
                 st->deadline_ms = gw_now_ms() + st->pool->u->send_ms; /* the app must take it */
@@ -962,6 +970,7 @@ static void on_data(struct as_conn *c, struct as_strm *st, const struct asgi_fra
     if (st->no_body) {
         evbuffer_drain(c->s.in, len);
         st->owed += len;
+        st->deadline_ms = gw_now_ms() + p->u->read_ms;
         if (h->flags & ASGI_F_END)
             strm_done(st, NULL, 0);
         else
@@ -1058,8 +1067,13 @@ static void on_pathsend(struct as_conn *c, struct as_strm *st, const struct asgi
         return;
     }
     if (asgi_decode_pathsend(pl, h->length, &ps) != ASGI_OK || ps.path.len == 0 ||
-        ps.path.len >= sizeof path || memchr(ps.path.p, '\0', ps.path.len) != NULL) {
-        stream_error(st, ASGI_ERR_FRAME_SIZE, "malformed PATHSEND");
+        ps.path.p[0] != '/' || ps.path.len >= sizeof path ||
+        memchr(ps.path.p, '\0', ps.path.len) != NULL) {
+        stream_error(st, ASGI_ERR_FRAME_SIZE, "malformed PATHSEND (not an absolute path)");
+        return;
+    }
+    if (st->no_body) {
+        strm_done(st, NULL, 0); /* HEAD, 204, 304: the file is not sent */
         return;
     }
     memcpy(path, ps.path.p, ps.path.len);
@@ -1166,17 +1180,18 @@ static void on_hello(struct as_conn *c, const struct asgi_frame_header *h, const
     struct gw_asgi_pool *p = c->pool;
     struct asgi_hello hello;
     const char *bad = NULL;
+    uint32_t code = ASGI_ERR_PROTOCOL;
+    int rc = asgi_decode_hello(pl, h->length, &hello);
 
-    if (asgi_decode_hello(pl, h->length, &hello) != ASGI_OK || !(h->flags & ASGI_F_ACK) ||
-        h->stream != 0)
-        bad = "malformed HELLO";
+    if (rc != ASGI_OK || !(h->flags & ASGI_F_ACK) || h->stream != 0)
+        bad = "malformed HELLO", code = rc == ASGI_E_FRAME_SIZE ? ASGI_ERR_FRAME_SIZE : code;
     else if (hello.version != ASGI_VERSION)
-        bad = "the app speaks another protocol version";
+        bad = "the app speaks another protocol version", code = ASGI_ERR_VERSION;
     else if (hello.max_frame < ASGI_MIN_MAX_FRAME || hello.max_frame > ASGI_MAX_MAX_FRAME ||
              hello.initial_credit > ASGI_CREDIT_MAX || hello.max_streams == 0)
         bad = "HELLO limits out of range";
     if (bad != NULL) {
-        conn_error(c, hello.version != ASGI_VERSION ? ASGI_ERR_VERSION : ASGI_ERR_PROTOCOL, bad);
+        conn_error(c, code, bad);
         return;
     }
     c->max_frame = hello.max_frame;
@@ -1199,14 +1214,21 @@ static void on_ping(struct as_conn *c, const struct asgi_frame_header *h, const 
     struct asgi_ping ping;
     uint8_t f[ASGI_FRAME_HDR_LEN + ASGI_PING_LEN];
 
-    if (h->stream != 0 || asgi_decode_ping(pl, h->length, &ping) != ASGI_OK) {
-        conn_error(c, ASGI_ERR_PROTOCOL, "malformed PING");
+    if (h->stream != 0) {
+        conn_error(c, ASGI_ERR_PROTOCOL, "PING on a stream");
+        return;
+    }
+    if (asgi_decode_ping(pl, h->length, &ping) != ASGI_OK) {
+        conn_error(c, ASGI_ERR_FRAME_SIZE, "malformed PING");
         return;
     }
     if (h->flags & ASGI_F_ACK) {
         c->ping_sent_ms = 0;
         return;
     }
+    /* An app that pings but does not read gets no answers past this (the PINGs are its). */
+    if (evbuffer_get_length(c->s.out) >= 4 * AS_OUT_HIWAT)
+        return;
     put_frame(c, f, asgi_encode_ping(f, sizeof f, c->max_frame, ASGI_F_ACK, 0, &ping));
 }
 
@@ -1228,10 +1250,16 @@ static void on_goaway(struct as_conn *c, const struct asgi_frame_header *h, cons
     char why[160];
 
     if (h->stream != 0 || asgi_decode_goaway(pl, h->length, &g) != ASGI_OK) {
-        conn_error(c, ASGI_ERR_PROTOCOL, "malformed GOAWAY");
+        conn_error(c, h->stream != 0 ? ASGI_ERR_PROTOCOL : ASGI_ERR_FRAME_SIZE,
+                   "malformed GOAWAY");
         return;
     }
-    if (g.error != ASGI_ERR_NONE) {
+    if (g.error != ASGI_ERR_NONE || c->state == AC_HELLO) {
+        /* Streams it never saw may go elsewhere before the rest fail with the connection. */
+        while (!p->closing && c->gen == gen && (st = above(c, g.last_stream)) != NULL)
+            retry_or_fail(st);
+        if (c->gen != gen || p->closing)
+            return;
         snprintf(why, sizeof why, "the app sent GOAWAY %u (%.*s)", (unsigned)g.error,
                  (int)(g.debug.len > 100 ? 100 : g.debug.len), g.debug.p);
         conn_lost(c, why);
@@ -1246,7 +1274,7 @@ static void on_goaway(struct as_conn *c, const struct asgi_frame_header *h, cons
         retry_or_fail(st);
     while (!p->closing && c->gen == gen && (st = c->pending.head) != NULL) {
         unlink_conn(st, ASGI_ERR_NONE);
-        assign(st, c);
+        assign(st, c, 0);
     }
     if (c->gen == gen)
         conn_kick(c); /* closes it when no stream is left */
@@ -1276,7 +1304,12 @@ static void on_frame(struct as_conn *c, const struct asgi_frame_header *h)
             return;
         }
     }
-    pl = evbuffer_pullup(c->s.in, (ev_ssize_t)whole) + ASGI_FRAME_HDR_LEN;
+    pl = evbuffer_pullup(c->s.in, (ev_ssize_t)whole);
+    if (pl == NULL) {
+        conn_lost(c, "out of memory");
+        return;
+    }
+    pl += ASGI_FRAME_HDR_LEN;
     if (c->state == AC_HELLO && h->type != ASGI_HELLO && h->type != ASGI_GOAWAY) {
         conn_error(c, ASGI_ERR_PROTOCOL, "a frame before HELLO");
         return;
@@ -1315,9 +1348,19 @@ static void on_frame(struct as_conn *c, const struct asgi_frame_header *h)
     case ASGI_WS_ACCEPT:
     case ASGI_WS_MESSAGE:
     case ASGI_WS_CLOSE:
-        /* The gateway's frames, or WEBSOCKET, which it did not offer. */
-        conn_error(c, ASGI_ERR_PROTOCOL, "a frame the app may not send");
-        return;
+        /* The gateway's frames, or WEBSOCKET, which it did not offer: an error of that
+         * stream when it is one of ours, else of the connection. */
+        if (h->stream == 0 || h->stream >= c->next_id) {
+            conn_error(c, ASGI_ERR_PROTOCOL, "a frame the app may not send");
+            return;
+        }
+        st = tab_find(c, h->stream);
+        if (st != NULL) {
+            stream_error(st, ASGI_ERR_PROTOCOL, "a frame the app may not send");
+            if (c->state == AC_DOWN)
+                return;
+        }
+        break;
     default:
         break; /* a later version's frame: skipped (section 2) */
     }
@@ -1464,9 +1507,9 @@ static void conn_lost(struct as_conn *c, const char *why)
     if (c->tab != NULL)
         memset(c->tab, 0, (c->tabmask + 1) * sizeof *c->tab);
     for (st = open.head; st != NULL; st = st->next)
-        st->list = NULL, st->conn = NULL, st->in_wants = 0;
+        st->list = &open, st->conn = NULL, st->in_wants = 0, st->wnext = NULL;
     for (st = pending.head; st != NULL; st = st->next)
-        st->list = NULL, st->conn = NULL;
+        st->list = &pending, st->conn = NULL;
 
     /* A drained connection comes back at once; a failed one after a growing pause. */
     c->backoff_ms = why == NULL ? 0
@@ -1478,16 +1521,22 @@ static void conn_lost(struct as_conn *c, const char *why)
     if (!p->closing)
         evtimer_add(c->retry, &tv);
 
-    /* The lists were taken whole: each stream is handled once, whatever its callbacks do. */
+    /* The lists were taken whole: each stream is handled once, and one that a callback
+     * cancels meanwhile leaves these lists through unlink_conn(). Pending streams get
+     * another connection within `retries`, never one reopened for them (no storm of
+     * connects while the app is down). */
     while ((st = open.head) != NULL) {
         list_remove(&open, st);
-        if (st->x != NULL)
-            strm_fail(st, 0, st->head ? GW_R_MID_CLOSED : GW_R_CLOSED, ASGI_ERR_NONE);
+        st->list = NULL;
+        strm_fail(st, 0, st->head ? GW_R_MID_CLOSED : GW_R_CLOSED, ASGI_ERR_NONE);
     }
     while ((st = pending.head) != NULL) {
         list_remove(&pending, st);
-        if (st->x != NULL)
-            assign(st, c);
+        st->list = NULL;
+        if (st->tries++ < p->u->retries)
+            assign(st, c, 0);
+        else
+            strm_end(st, 502, why != NULL ? GW_R_REFUSED : R_RESET, ASGI_ERR_NONE, NULL, 0);
     }
 }
 
@@ -1519,8 +1568,13 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             st->in_wants = 0;
             pump(st);
         }
-        if (!p->closing && c->gen == gen)
+        if (!p->closing && c->gen == gen) {
             gw_stream_flush(&c->s);
+            /* A flush that took everything arms no drain callback: the streams still
+             * waiting for room go on at the next turn. */
+            if (c->wants != NULL && evbuffer_get_length(c->s.out) < AS_OUT_HIWAT)
+                conn_kick(c);
+        }
     } else if (c->state == AC_HELLO) {
         gw_stream_flush(&c->s);
     }
@@ -1598,8 +1652,9 @@ static void up_start(struct gw_exchange *x)
     st->fd = -1;
     st->resp_left = -1;
     x->up_ctx = st;
+    st->deadline_ms = gw_now_ms() + p->u->connect_ms + p->u->first_byte_ms;
     pool_enter(p);
-    assign(st, NULL);
+    assign(st, NULL, 1);
     pool_leave(p);
 }
 

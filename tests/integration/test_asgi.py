@@ -493,3 +493,57 @@ def test_scope_matches_uvicorn(harness, apps, tmp_path):
     assert ours_h[-1][0] == "x-request-id" and len(ours_h[-1][1]) == 32
     assert ours_h[:-1] == [h for h in theirs_h if h[0] != "connection"], (ours_h, theirs_h)
     assert ["connection", "keep-alive"] in theirs_h
+
+
+# ---- trailers, pathsend, framing ------------------------------------------------------------
+
+def test_trailers_in_two_messages(harness, apps):
+    a = apps(app="asgi_edge:app", workers=1)
+    g = gateway_for(harness, [a.server])
+    with Conn(g.port) as c:
+        r = c.request("GET", "/trailers", headers=[("TE", "trailers")])
+    assert r.status == 200 and r.body == b"body with trailers"
+    assert r.header("Transfer-Encoding") == "chunked"
+    assert r.trailers == [("x-a", "1"), ("x-b", "2")]
+
+
+def test_pathsend_is_sent_by_the_gateway(harness, apps):
+    a = apps(app="asgi_edge:app", workers=1)
+    g = gateway_for(harness, [a.server])
+    with Conn(g.port, timeout=20) as c:
+        r = c.request("GET", "/pathsend")
+        assert r.status == 200 and r.header("Content-Length") == str(MIB)
+        assert hashlib.sha256(r.body).hexdigest() == gw.pattern_sha256(MIB)
+        # No body for a 204, and the connection goes on with the next response.
+        r = c.request("GET", "/pathsend-204")
+        assert r.status == 204 and r.body == b""
+        c.send(gw.build_request("HEAD", "/pathsend"))
+        r = c.read_response(head_request=True)
+        assert r.status == 200 and r.header("Content-Length") == str(MIB)
+        r = c.request("GET", "/trailers")
+        assert r.status == 200 and r.body == b"body with trailers"
+
+
+def test_body_shorter_than_content_length_is_cut(harness, apps):
+    a = apps(app="asgi_edge:app", workers=1)
+    g = gateway_for(harness, [a.server])
+    with Conn(g.port) as c:
+        c.send(gw.build_request("GET", "/short"))
+        r = c.read_head()
+        assert r.status == 200 and r.header("Content-Length") == "10"
+        with pytest.raises((gw.ProtocolError, ConnectionError, OSError)):
+            c.read_body(r)
+    e = g.access_for("/short")[0]
+    assert e["error"] == "upstream response shorter than its Content-Length"
+
+
+def test_head_drops_a_streamed_body(harness, apps):
+    a = apps(app="asgi_edge:app", workers=1)
+    g = gateway_for(harness, [a.server])
+    with Conn(g.port) as c:
+        for _ in range(3):
+            c.send(gw.build_request("HEAD", "/head-body"))
+            r = c.read_response(head_request=True)
+            assert r.status == 200 and r.header("Content-Length") == "300000"
+        r = c.request("GET", "/trailers")
+        assert r.body == b"body with trailers"
