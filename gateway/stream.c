@@ -6,9 +6,14 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <event2/util.h>
 
 #include "gateway/util.h"
 
@@ -418,4 +423,35 @@ void gw_stream_close(struct gw_stream *s)
         close(s->fd);
     memset(s, 0, sizeof *s);
     s->fd = -1;
+}
+
+int gw_server_sockaddr(const struct gw_server_conf *sc, struct sockaddr_storage *ss,
+                       socklen_t *len)
+{
+    if (sc->unix_path != NULL) {
+        struct sockaddr_un sa_un;
+        size_t n = strlen(sc->unix_path);
+
+        memset(&sa_un, 0, sizeof sa_un);
+        if (n >= sizeof sa_un.sun_path)
+            return -1;
+        sa_un.sun_family = AF_UNIX;
+        memcpy(sa_un.sun_path, sc->unix_path, n + 1);
+        memcpy(ss, &sa_un, sizeof sa_un);
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        return 0;
+    }
+    if (sc->numeric) {
+        char text[80];
+        int n = (int)sizeof *ss;
+        int tn = snprintf(text, sizeof text, strchr(sc->host, ':') ? "[%s]:%u" : "%s:%u",
+                          sc->host, (unsigned)sc->port);
+
+        if (tn < 0 || (size_t)tn >= sizeof text ||
+            evutil_parse_sockaddr_port(text, (struct sockaddr *)ss, &n) != 0)
+            return -1;
+        *len = (socklen_t)n;
+        return 0;
+    }
+    return -1;
 }

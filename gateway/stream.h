@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "config/config.h"
+
 enum gw_stream_what {
     GW_STREAM_EOF = 1,           /* the peer closed its side (read returned 0) */
     GW_STREAM_ERROR = 2,         /* a socket error; errno-style code in gw_stream.err */
@@ -75,6 +77,12 @@ int gw_stream_connect_now(struct gw_stream *s, struct event_base *base,
                           const struct sockaddr *sa, socklen_t salen, uint64_t timeout_ms,
                           gw_stream_cb *on_read, gw_stream_cb *on_drain,
                           gw_stream_event_cb *on_event, void *arg, int *now);
+
+/* Fills |ss| and |*len| with the address of server |sc| when it is numeric or unix: (as
+ * loaded: the port is set, a unix path fits). Returns 0, or -1 for a host name or an address
+ * that cannot be made (the caller logs it). */
+int gw_server_sockaddr(const struct gw_server_conf *sc, struct sockaddr_storage *ss,
+                       socklen_t *len);
 
 /* Turns reading on or off. Off is how a side applies backpressure. */
 void gw_stream_read(struct gw_stream *s, int on);

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1240,33 +1239,9 @@ static int server_init(const struct gw_upstream_conf *u, struct uw_server *srv,
                        const struct gw_server_conf *sc)
 {
     srv->conf = sc;
-    if (sc->unix_path != NULL) {
-        struct sockaddr_un sa_un;
-        size_t n = strlen(sc->unix_path);
-
-        memset(&sa_un, 0, sizeof sa_un);
-        if (n >= sizeof sa_un.sun_path)
-            goto bad;
-        sa_un.sun_family = AF_UNIX;
-        memcpy(sa_un.sun_path, sc->unix_path, n + 1);
-        memcpy(&srv->ss, &sa_un, sizeof sa_un);
-        srv->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    if (gw_server_sockaddr(sc, &srv->ss, &srv->len) == 0)
         return 0;
-    }
-    if (sc->numeric) {
-        char text[80];
-        int len = (int)sizeof srv->ss;
-        int tn = snprintf(text, sizeof text, strchr(sc->host, ':') ? "[%s]:%u" : "%s:%u",
-                          sc->host, (unsigned)sc->port);
-
-        if (tn < 0 || (size_t)tn >= sizeof text ||
-            evutil_parse_sockaddr_port(text, (struct sockaddr *)&srv->ss, &len) != 0)
-            goto bad;
-        srv->len = (socklen_t)len;
-        return 0;
-    }
-bad:
-    /* The loader refuses host names for uwsgi; anything else here is a bug worth a line. */
+    /* The loader refuses host names here; anything else is a bug worth a line. */
     gw_log_error("upstream %s server %s: not a usable address", u->name, sc->address);
     return -1;
 }
