@@ -1624,10 +1624,19 @@ static const struct field match_fields[] = {
     {.key = "path", .kind = F_FN, .fn = parse_route_path},
 };
 
+static const struct field route_sse_fields[] = {
+    {.key = "heartbeat",
+     .kind = F_DURATION,
+     AT(struct gw_route_conf, sse_heartbeat_ms),
+     .min = 0,
+     .max = DUR_MAX},
+};
+
 static const struct field route_fields[] = {
     {.key = "match", .kind = F_MAP, SUB(match_fields)},
     {.key = "upstream", .kind = F_FN, .required = 1, .fn = parse_route_upstream},
     {.key = "strip_prefix", .kind = F_BOOL, AT(struct gw_route_conf, strip_prefix)},
+    {.key = "sse", .kind = F_MAP, SUB(route_sse_fields)},
 };
 
 static int parse_routes(struct loader *l, const struct node *v, const char *path, void *base)
@@ -1645,6 +1654,7 @@ static int parse_routes(struct loader *l, const struct node *v, const char *path
         struct gw_route_conf *r = &c->routes[c->nroutes++];
 
         r->index = i;
+        r->sse_heartbeat_ms = c->sse.heartbeat_ms; /* "sse" is parsed before "routes" */
         join_idx(p, path, i);
         if (walk_map(l, e, p, route_fields, GW_ARRAY_LEN(route_fields), r))
             return -1;
@@ -1674,6 +1684,14 @@ static int parse_routes(struct loader *l, const struct node *v, const char *path
 
 static const char *const access_names[] = {"off", "json"};
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static const struct field sse_fields[] = {
+    {.key = "heartbeat",
+     .kind = F_DURATION,
+     AT(struct gw_config, sse.heartbeat_ms),
+     .min = 0,
+     .max = DUR_MAX},
+};
 
 static const struct field limits_fields[] = {
     {.key = "header_bytes",
@@ -1771,6 +1789,7 @@ static const struct field top_fields[] = {
     {.key = "trusted_proxies", .kind = F_FN, .fn = parse_trusted},
     {.key = "log", .kind = F_MAP, SUB(log_fields)},
     {.key = "resolver", .kind = F_MAP, SUB(resolver_fields)},
+    {.key = "sse", .kind = F_MAP, SUB(sse_fields)},
     {.key = "upstreams", .kind = F_FN, .required = 1, .fn = parse_upstreams},
     {.key = "routes", .kind = F_FN, .required = 1, .fn = parse_routes},
 };
@@ -1798,6 +1817,7 @@ static struct gw_config *config_new(const char *name)
     c->log.level = GW_LOG_INFO;
     c->log.access_buffer = 64 * KIB;
     c->log.access_flush_ms = MS_S;
+    c->sse.heartbeat_ms = 15 * MS_S;
     return c;
 }
 

@@ -73,6 +73,7 @@ struct gw_route_conf {
     size_t path_len;
     int strip_prefix;      /* remove |path| from the path sent upstream */
     struct gw_upstream_conf *upstream; /* points into gw_config.upstreams */
+    uint64_t sse_heartbeat_ms; /* sse.heartbeat: the top level's unless the route sets it */
     size_t index;          /* position in the file, the last tie-break */
 };
 
@@ -112,6 +113,9 @@ struct gw_config {
         size_t access_buffer;         /* 64k */
         uint64_t access_flush_ms;     /* 1s */
     } log;
+    struct {
+        uint64_t heartbeat_ms;    /* 15s: a comment line to an idle SSE client; 0 = none */
+    } sse;
     struct {
         char **nameservers;       /* "IP:PORT" each; none = those of /etc/resolv.conf */
         size_t nnameservers;

@@ -133,6 +133,34 @@ static void refuse(struct gw_conn *c, int status, const char *reason, uint64_t b
     gw_conn_close_after_write(c);
 }
 
+/* Starts (again) the SSE heartbeat clock: the conn's deadline, free while the request is
+ * whole and its response streams. */
+static void sse_arm(struct gw_conn *c)
+{
+    const struct gw_exchange *x = c->h1.x;
+
+    if (c->h1.sse && c->h1.state == GW_H1_WAIT && x != NULL)
+        gw_conn_set_deadline(c, gw_now_ms() + x->route->sse_heartbeat_ms);
+}
+
+/* An idle SSE response gets a comment line, so that proxies and clients on the way keep it
+ * open. Only between lines (a comment inside a line would break it), and only when the
+ * client has taken everything (else it is not idle, just slow). */
+static void sse_heartbeat(struct gw_conn *c)
+{
+    struct gw_h1 *h = &c->h1;
+
+    if (h->sse_line_start && evbuffer_get_length(c->st.out) == 0) {
+        if (h->resp_chunked)
+            evbuffer_add(c->st.out, "2\r\n:\n\r\n", 7);
+        else
+            evbuffer_add(c->st.out, ":\n", 2);
+        h->x->bytes_out += 2;
+        gw_stream_flush(&c->st);
+    }
+    sse_arm(c);
+}
+
 /* Ends the current exchange once its response is complete, then reads the next request or
  * closes. */
 static void finish(struct gw_conn *c)
@@ -353,6 +381,7 @@ static int read_body(struct gw_conn *c)
         x->req_done = 1;
         gw_stream_set_read_timeout(&c->st, 0);
         h->state = GW_H1_WAIT;
+        sse_arm(c);
     } else if (evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT) {
         /* Backpressure: the upstream has not taken what we hold; stop reading the client. */
         h->paused = 1;
@@ -464,6 +493,10 @@ void gw_h1_on_deadline(struct gw_conn *c)
         answer_locally(c, 408, "request body not received in time (timeouts.body)");
         return;
     }
+    if (h->state == GW_H1_WAIT && h->sse && h->x != NULL && !h->resp_done) {
+        sse_heartbeat(c);
+        return;
+    }
     gw_conn_close(c);
 }
 
@@ -500,6 +533,21 @@ void gw_h1_drain(struct gw_conn *c)
 
 /* --- the exchange's downstream side --- */
 
+/* Returns 1 when the head says Content-Type: text/event-stream (parameters allowed). */
+static int is_event_stream(const struct gw_resp *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        struct gw_slice v = r->headers[i].value;
+
+        if (!GW_SLICE_EQ_LIT(r->headers[i].name, "Content-Type"))
+            continue;
+        if (v.len > 17)
+            v.len = v.p[17] == ';' || v.p[17] == ' ' || v.p[17] == '\t' ? 17 : v.len;
+        return GW_SLICE_EQ_LIT(v, "text/event-stream");
+    }
+    return 0;
+}
+
 static void down_head(struct gw_exchange *x, const struct gw_resp *r)
 {
     struct gw_conn *c = x->down_ctx;
@@ -519,6 +567,10 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
         else
             h->resp_close = 1, h->keep_alive = 0;
     }
+    /* A length-delimited body leaves no room for extra bytes. */
+    h->sse = r->content_length < 0 && r->has_body && !h->head_request &&
+             x->route != NULL && x->route->sse_heartbeat_ms > 0 && is_event_stream(r);
+    h->sse_line_start = 1;
     if (reason.len == 0) {
         reason.p = status_text(r->status);
         reason.len = strlen(reason.p);
@@ -581,6 +633,7 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
     x->status = r->status;
     x->head_sent = 1;
     x->bytes_out += n;
+    sse_arm(c);
     /* A whole response is written once, at down_end(). */
     if (!x->resp_whole)
         gw_conn_flush_soon(c);
@@ -618,6 +671,10 @@ static int down_body(struct gw_exchange *x, const char *p, size_t n)
 
     if (n == 0 || h->head_request)
         return 0;
+    if (h->sse) {
+        h->sse_line_start = p[n - 1] == '\n';
+        sse_arm(c);
+    }
     if (h->resp_chunked) {
         chunk_size_line(c->st.out, n);
         evbuffer_add(c->st.out, p, n);
@@ -640,6 +697,15 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
     if (h->head_request) {
         evbuffer_drain(src, n);
         return 0;
+    }
+    if (h->sse) {
+        struct evbuffer_ptr last;
+        char ch = 0;
+
+        evbuffer_ptr_set(src, &last, n - 1, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(src, &last, &ch, 1);
+        h->sse_line_start = ch == '\n';
+        sse_arm(c);
     }
     if (h->resp_chunked)
         chunk_size_line(c->st.out, n);

@@ -37,6 +37,8 @@ struct gw_h1 {
     unsigned head_started : 1;    /* bytes of the next head arrived: the header clock runs */
     unsigned in_process : 1;      /* process() is on the stack: do not re-enter it */
     unsigned out_blocked : 1;     /* no new request until the client drains our output */
+    unsigned sse : 1;             /* the response is text/event-stream with heartbeats on */
+    unsigned sse_line_start : 1;  /* its last byte sent ended a line: a comment may follow */
     unsigned requests;            /* requests served on this connection */
 };
 

@@ -70,6 +70,17 @@ async def stream(n: int = 5, size: int = 10, delay: float = 0.0):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
+@app.get("/events")
+async def events(n: int = 3, ms: int = 1000):
+    """Server-Sent Events: n events ms apart."""
+    async def gen():
+        for i in range(n):
+            if i:
+                await asyncio.sleep(ms / 1000)
+            yield b"data: event %d\n\n" % i
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
 @app.get("/big")
 async def big(mib: int = 1):
     block = bytes(range(256)) * 256   # 64 KiB of the test pattern

@@ -60,7 +60,7 @@ class Counters:
     def __init__(self):
         self.lock = threading.Lock()
         self.values = {"connections": 0, "requests": 0, "closes": 0, "killed": 0,
-                       "body_bytes": 0}
+                       "body_bytes": 0, "events_gone": 0}
 
     def add(self, key, n=1):
         with self.lock:
@@ -277,6 +277,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                  % pattern_sha256(total).encode())
             else:
                 self.wfile.write(b"0\r\n\r\n")
+        elif path == "/events":
+            # Server-Sent Events: ?n= events ?ms= apart, chunked; a client gone is counted.
+            self.start(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                             ("Transfer-Encoding", "chunked")])
+            try:
+                for i in range(int(q.get("n", 3))):
+                    if i:
+                        time.sleep(int(q.get("ms", 1000)) / 1000)
+                    ev = b"data: event %d\n\n" % i
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.server.counters.add("events_gone")
+                self.close_connection = True
         elif path == "/close":
             self.server.counters.add("closes")
             self.close_connection = True
@@ -303,8 +318,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_TRACE = handle_any
 
 
-ENDPOINTS = {"/echo", "/slow", "/slowbody", "/bytes", "/chunked", "/sink", "/close", "/garbage",
-             "/name", "/hop", "/kill-keepalive", "/stats"}
+ENDPOINTS = {"/echo", "/slow", "/slowbody", "/bytes", "/chunked", "/events", "/sink", "/close",
+             "/garbage", "/name", "/hop", "/kill-keepalive", "/stats"}
 _sha_cache = {}
 
 

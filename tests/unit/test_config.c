@@ -845,6 +845,10 @@ static const struct bad_case bad_cases[] = {
     {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
         "    queue: { size: 4 }\n" RT,
      "t.yaml:7:14: unknown key 'size' in upstreams.web.queue"},
+    {LS "sse: { heartbeat: soon }\n" UP RT,
+     "t.yaml:3:19: sse.heartbeat: invalid duration 'soon' (examples: 500ms, 30s, 5m)"},
+    {LS UP "routes:\n  - { upstream: web, sse: { ping: 1s } }\n",
+     "t.yaml:7:29: unknown key 'ping' in routes[0].sse"},
     {LS "upstreams:\n  \"my web\":\n    servers: [\"a:1\"]\n" RT,
      "t.yaml:4:3: upstreams: invalid upstream name 'my web' "
      "(letters, digits, '_' and '-' only)"},
@@ -873,6 +877,24 @@ Test(config, uwsgi_upstream)
     cr_expect_eq(u->queue_limit, 0);
     cr_expect_eq(u->queue_timeout_ms, 250);
     cr_expect_eq(u->retry_after_ms, 2500);
+    gw_config_unref(c);
+}
+
+Test(config, sse_heartbeat)
+{
+    static const char y[] = LS "sse: { heartbeat: 5s }\n" UP
+                               "routes:\n  - { match: { path: /a/ }, upstream: web, "
+                               "sse: { heartbeat: 0s } }\n  - upstream: web\n";
+    static const char d[] = LS UP RT;
+    struct gw_config *c = load_ok(y);
+
+    cr_expect_eq(c->sse.heartbeat_ms, 5000);
+    cr_expect_eq(c->routes[0].sse_heartbeat_ms, 0);
+    cr_expect_eq(c->routes[1].sse_heartbeat_ms, 5000);
+    gw_config_unref(c);
+    c = load_ok(d);
+    cr_expect_eq(c->sse.heartbeat_ms, 15000);
+    cr_expect_eq(c->routes[0].sse_heartbeat_ms, 15000);
     gw_config_unref(c);
 }
 
