@@ -46,7 +46,9 @@ async def lifespan_state():
 
 
 @app.get("/pid")
-async def pid():
+async def pid(s: float = 0.0):
+    if s:
+        await asyncio.sleep(s)
     return {"pid": os.getpid()}
 
 

@@ -11,6 +11,8 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -22,6 +24,9 @@ REPO = gw.REPO
 APPS = REPO / "tests" / "apps"
 ADAPTERS = REPO / "adapters" / "python"
 MIB = 1 << 20
+
+sys.path.insert(0, str(ADAPTERS))
+from gatehouse import asgi_protocol as P  # noqa: E402  (the app side's codec, to script a bad app)
 
 def asgi_upstream(servers, **over):
     u = {
@@ -37,8 +42,10 @@ class GhAsgi:
     """`python3 -m gatehouse.asgi APP --bind unix:PATH --workers N`, stopped by PID."""
 
     def __init__(self, workdir, app="fastapi_gw:app", workers=2, name="ghasgi", args=(),
-                 sock=None):
+                 sock=None, tcp=False):
+        """Listens on a unix socket (|sock| or one in |workdir|), or on 127.0.0.1 with |tcp|."""
         self.sock = sock or str(workdir / ("%s.sock" % name))
+        self.bind = "127.0.0.1:%d" % free_port() if tcp else "unix:" + self.sock
         self.state = workdir / ("%s.state" % name)
         self.state.mkdir(exist_ok=True)
         self.errpath = workdir / ("%s.err" % name)
@@ -47,7 +54,7 @@ class GhAsgi:
                    GH_STATE_DIR=str(self.state))
         with open(self.errpath, "ab") as err:
             self.proc = subprocess.Popen(
-                [gw.PYTHON, "-m", "gatehouse.asgi", app, "--bind", "unix:" + self.sock,
+                [gw.PYTHON, "-m", "gatehouse.asgi", app, "--bind", self.bind,
                  "--workers", str(workers)] + list(args),
                 cwd=str(APPS), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err)
@@ -60,7 +67,7 @@ class GhAsgi:
 
     @property
     def server(self):
-        return "unix:" + self.sock
+        return self.bind
 
     def worker_pids(self):
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
@@ -210,6 +217,37 @@ def test_streaming_response_arrives_piece_by_piece(harness, app):
     assert arrivals[-1][0] - arrivals[0][0] > 0.9, arrivals
 
 
+def test_tcp_transport(harness, apps):
+    a = apps(tcp=True)
+    assert a.server.startswith("127.0.0.1:")
+    g = gateway_for(harness, [a.server])
+    assert get_json(g.port, "/items/8?q=tcp") == {"item_id": 8, "q": "tcp"}
+    with Conn(g.port, timeout=30) as c:
+        r = c.request("GET", "/big?mib=2", timeout=30)
+    assert hashlib.sha256(r.body).hexdigest() == gw.pattern_sha256(2 * MIB)
+
+
+def test_streams_spread_over_connections(harness, apps):
+    """8 slow requests at once on one gateway thread with 4 connections to 2 app workers:
+    the fewest-open rule puts 2 on each connection, so both workers serve some. (All on one
+    connection would be one worker.)"""
+    a = apps(workers=2)
+    g = gateway_for(harness, [a.server], upstream={"connections": 4}, workers=1)
+    get_json(g.port, "/items/1")
+    pids = []
+
+    def one():
+        pids.append(get_json(g.port, "/pid?s=0.5", timeout=10)["pid"])
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert len(pids) == 8
+    counts = sorted(pids.count(p) for p in set(pids))
+    assert len(counts) == 2 and counts[0] >= 2, pids
+
+
 # ---- the client going away ------------------------------------------------------------------
 
 def test_client_disconnect_reaches_the_app(harness, app):
@@ -283,6 +321,22 @@ def test_app_killed_and_restarted(harness, apps, tmp_path):
     assert get_json(g.port, "/items/4")["item_id"] == 4
     assert b.proc.poll() is None
     assert "connection" in g.stderr_text() and "is back" in g.stderr_text()
+
+
+def test_connection_lost_mid_response_cuts_it(harness, apps):
+    a = apps(workers=1)
+    g = gateway_for(harness, [a.server])
+    with Conn(g.port, timeout=10) as c:
+        c.send(gw.build_request("GET", "/watch/cut"))
+        r = c.read_head()
+        assert r.status == 200 and r.header("Transfer-Encoding") == "chunked"
+        time.sleep(0.3)
+        a.kill()
+        with pytest.raises((gw.ProtocolError, ConnectionError, OSError)):
+            c.read_body(r)
+    e = g.access_for("/watch/cut")[0]
+    assert e["status"] == 200 and e["error"] == "upstream closed mid-response"
+    assert g.alive()
 
 
 def test_one_worker_killed_others_serve(harness, apps):
@@ -420,16 +474,7 @@ class Uvicorn:
                  str(self.port), "--no-access-log"] + list(args),
                 cwd=str(APPS), env=dict(os.environ, PYTHONPATH=str(APPS)),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-        def up():
-            if self.proc.poll() is not None:
-                return True
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_until(up, timeout=15, what="uvicorn listening")
+        gw.wait_listening(self.proc, self.port, "uvicorn listening")
         assert self.proc.poll() is None, self.logpath.read_text(errors="replace")
 
     def stop(self):
@@ -547,3 +592,130 @@ def test_head_drops_a_streamed_body(harness, apps):
             assert r.status == 200 and r.header("Content-Length") == "300000"
         r = c.request("GET", "/trailers")
         assert r.body == b"body with trailers"
+
+
+# ---- an app that breaks the protocol ---------------------------------------------------------
+
+class BadApp:
+    """A scripted app side on a unix socket (with the Python codec): a proper HELLO (or one of
+    version |version|), then per request path a breach of PROTOCOL.md, or a good answer on
+    /ok. Stopped in close()."""
+
+    def __init__(self, path, version=P.PROTOCOL_VERSION):
+        self.path = str(path)
+        self.version = version
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.resets = []        # (stream, code) of the RESETs the gateway sent
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def server(self):
+        return "unix:" + self.path
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        d = P.FrameDecoder(65536)
+        c.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                try:
+                    b = c.recv(65536)
+                except socket.timeout:
+                    continue
+                if not b:
+                    return
+                d.feed(b)
+                while True:
+                    f = d.next_frame()
+                    if f is P.NeedData:
+                        break
+                    self._on(c, f)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def _on(self, c, f):
+        if isinstance(f, P.Hello):
+            c.sendall(P.encode(P.Hello(0, P.FLAG_ACK, self.version, 65536, 100, 65536, 0)))
+        elif isinstance(f, P.Reset):
+            self.resets.append((f.stream, f.error))
+        elif isinstance(f, P.HttpRequest):
+            sid, path = f.stream, f.path
+            if path == "/ok":
+                c.sendall(P.encode(P.HttpResponse(sid, 0, 200, [(b"content-length", b"2")]))
+                          + P.encode(P.Data(sid, P.FLAG_END, b"ok")))
+            elif path == "/bad-field":
+                c.sendall(P.encode(P.HttpResponse(
+                    sid, P.FLAG_END, 200, [(b"x-evil", b"a\r\nSet-Cookie: injected=1")])))
+            elif path == "/bad-status":
+                c.sendall(P.encode(P.HttpResponse(sid, P.FLAG_END, 99, [])))
+            elif path == "/data-first":
+                c.sendall(P.encode(P.Data(sid, P.FLAG_END, b"no head")))
+            elif path == "/garbage":
+                c.sendall(b"\xff\xff\xff\x02\x00\x00\x00\x00\x01" + b"x" * 64)
+
+    def close(self):
+        self._stop.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def bad_app(tmp_path):
+    apps = []
+
+    def start(**kw):
+        a = BadApp(tmp_path / ("bad%d.sock" % len(apps)), **kw)
+        apps.append(a)
+        return a
+    yield start
+    for a in apps:
+        a.close()
+
+
+@pytest.mark.parametrize("path,log", [
+    ("/bad-field", "invalid response field"),
+    ("/bad-status", "invalid status"),
+    ("/data-first", "DATA not allowed here"),
+    ("/garbage", "a frame over the gateway's max_frame"),
+])
+def test_app_breaking_the_protocol_gets_502(harness, bad_app, path, log):
+    """Each breach is a 502 with a log line naming it; the app's stream is reset (or, for a
+    frame that cannot be trusted, its connection closed), and the next request is served."""
+    a = bad_app()
+    g = gateway_for(harness, [a.server])
+    assert gw.get(g.port, "/ok").body == b"ok"
+    pos = g.stderr_size()
+    r = gw.get(g.port, path)
+    assert r.status == 502, r
+    assert b"injected" not in r.raw_head + r.body
+    g.wait_stderr(log, since=pos)
+    e = g.access_for(path)[0]
+    assert e["error"] == "invalid response from upstream" or path == "/garbage"
+    if path != "/garbage":
+        wait_until(lambda: any(code == P.PROTOCOL for _, code in a.resets), timeout=3,
+                   what="RESET PROTOCOL sent to the app")
+    wait_until(lambda: gw.get(g.port, "/ok").status == 200, timeout=5, interval=0.1,
+               what="served again")
+    assert g.alive()
+
+
+def test_app_of_another_version_is_refused(harness, bad_app):
+    a = bad_app(version=2)
+    g = gateway_for(harness, [a.server])
+    g.wait_stderr("the app speaks another protocol version")
+    t0 = time.monotonic()
+    r = gw.get(g.port, "/ok")
+    assert r.status == 502 and time.monotonic() - t0 < 3
+    assert g.alive()
