@@ -82,6 +82,19 @@ def wait_until(pred, timeout=3.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def wait_listening(proc, port, what, timeout=15):
+    """Waits until something accepts on 127.0.0.1:|port| or |proc| (a Popen) exits."""
+    def up():
+        if proc.poll() is not None:
+            return True
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    wait_until(up, timeout=timeout, what=what)
+
+
 def parse_duration_s(s, default):
     if s is None:
         return default

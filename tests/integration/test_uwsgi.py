@@ -81,16 +81,7 @@ class DebUwsgi:
                  "--processes", "2", "--buffer-size", "65535", "--need-app", "--die-on-term",
                  "--disable-logging"],
                 cwd=str(APPS), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-        def up():
-            if self.proc.poll() is not None:
-                return True
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_until(up, timeout=15, what="uWSGI listening")
+        gw.wait_listening(self.proc, self.port, "uWSGI listening")
         assert self.proc.poll() is None, self.logpath.read_text(errors="replace")
 
     @property
