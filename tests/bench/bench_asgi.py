@@ -318,29 +318,13 @@ class AsgiBench(bh.Bench):
 # ----------------------------------------------------------------------------- measurements
 
 def measure(front_pr, port, app_pr, connections, duration):
-    """One wrk run with the front's and the app processes' CPU (bench_wsgi.measure, with an
-    optional front: uvicorn alone has none). Raises RuntimeError."""
-    ftree = bh.proc_tree(front_pr.pid) if front_pr else []
-    atree = bh.proc_tree(app_pr.pid)
-    f0, a0 = bh.cpu_seconds(ftree), bh.cpu_seconds(atree)
-    r = bh.wrk(port, duration, connections)
-    f1, a1 = bh.cpu_seconds(ftree), bh.cpu_seconds(atree)
+    """One wrk run with the front's (none for uvicorn alone) and the app processes' CPU.
+    Raises RuntimeError."""
+    r = bh.wrk_cpu(port, duration, connections, front=front_pr, app=app_pr)
     n = r["requests"]
-    r["front_cpu_s"] = f1 - f0 if front_pr else None
-    r["front_cpu_us_per_req"] = (f1 - f0) * 1e6 / n if n and front_pr else None
-    r["app_cpu_s"] = a1 - a0
-    r["app_cpu_us_per_req"] = (a1 - a0) * 1e6 / n if n else None
-    r["total_cpu_us_per_req"] = ((f1 - f0) + (a1 - a0)) * 1e6 / n if n else None
-    r["app_processes"] = len(atree)
+    r["total_cpu_us_per_req"] = (((r["front_cpu_s"] or 0) + r["app_cpu_s"]) * 1e6 / n
+                                 if n else None)
     return r
-
-
-def ratio_of(g, n, keys):
-    out = {}
-    for k in keys:
-        if g.get(k) and n.get(k):
-            out[k] = g[k] / n[k]
-    return out or None
 
 
 def throughput(b):
@@ -422,7 +406,7 @@ def throughput(b):
         if GH in a.setups:
             for base in BASELINES:
                 if base in a.setups:
-                    row["ratio"][base] = ratio_of(row.get(GH) or {}, row.get(base) or {},
+                    row["ratio"][base] = bh.ratio_of(row.get(GH) or {}, row.get(base) or {},
                                                   RATIO_KEYS)
         res[app] = row
     return res

@@ -514,6 +514,31 @@ def wrk(port, duration, connections, threads=2):
 
 # ----------------------------------------------------------------------------- measurements
 
+
+def wrk_cpu(port, duration, connections, **procs):
+    """One wrk run (see wrk()) and the CPU that each named process tree (a Proc, or None for
+    none) used meanwhile: r[NAME + "_cpu_s"] and r[NAME + "_cpu_us_per_req"], None for a
+    None process. Raises RuntimeError."""
+    trees = {k: proc_tree(pr.pid) if pr is not None else None for k, pr in procs.items()}
+    before = {k: cpu_seconds(t) for k, t in trees.items() if t is not None}
+    r = wrk(port, duration, connections)
+    n = r["requests"]
+    for k, t in trees.items():
+        used = cpu_seconds(t) - before[k] if t is not None else None
+        r[k + "_cpu_s"] = used
+        r[k + "_cpu_us_per_req"] = used * 1e6 / n if n and used is not None else None
+        r[k + "_processes"] = len(t) if t is not None else 0
+    return r
+
+
+def ratio_of(g, n, keys):
+    """g[k] / n[k] for each key both have (and non-zero); None when there is none."""
+    out = {}
+    for k in keys:
+        if g.get(k) and n.get(k):
+            out[k] = g[k] / n[k]
+    return out or None
+
 def throughput(b):
     a = b.args
     res = {"upstream": None, "workers": {}}

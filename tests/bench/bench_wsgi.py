@@ -330,25 +330,7 @@ class WsgiBench(bh.Bench):
 
 def measure(b, setup, pr, port, backend_pr, connections, duration):
     """One wrk run with the gateway's and the pool's CPU; raises RuntimeError."""
-    gtree = bh.proc_tree(pr.pid)
-    btree = bh.proc_tree(backend_pr.pid)
-    g0, b0 = bh.cpu_seconds(gtree), bh.cpu_seconds(btree)
-    r = bh.wrk(port, duration, connections)
-    g1, b1 = bh.cpu_seconds(gtree), bh.cpu_seconds(btree)
-    n = r["requests"]
-    r["gateway_cpu_s"] = g1 - g0
-    r["gateway_cpu_us_per_req"] = (g1 - g0) * 1e6 / n if n else None
-    r["pool_cpu_s"] = b1 - b0
-    r["pool_cpu_us_per_req"] = (b1 - b0) * 1e6 / n if n else None
-    return r
-
-
-def ratio_of(g, n, keys):
-    out = {}
-    for k in keys:
-        if g.get(k) and n.get(k):
-            out[k] = g[k] / n[k]
-    return out or None
+    return bh.wrk_cpu(port, duration, connections, gateway=pr, pool=backend_pr)
 
 
 def throughput(b):
@@ -411,7 +393,7 @@ def throughput(b):
         row["ratio"] = {}
         for setup in a.setups:
             if setup != BASELINE and BASELINE in a.setups:
-                row["ratio"][setup] = ratio_of(row.get(setup) or {}, row.get(BASELINE) or {},
+                row["ratio"][setup] = bh.ratio_of(row.get(setup) or {}, row.get(BASELINE) or {},
                                                ("rps", "p50_ms", "p99_ms",
                                                 "gateway_cpu_us_per_req",
                                                 "pool_cpu_us_per_req"))
