@@ -27,6 +27,7 @@
 #define PATH_LEN 256  /* key paths in messages; longer ones are truncated */
 #define SHOW_LEN 72   /* values quoted in messages; longer ones are cut */
 #define PATH_MAX_DIR 1000 /* buffer.dir */
+#define ORIGIN_LEN 300    /* "https://", a 253-byte name and ":65535", with room to spare */
 #define MAX_FIELDS 16 /* keys of the widest fixed mapping */
 
 #define KIB ((uint64_t)1 << 10)
@@ -1619,6 +1620,239 @@ static int parse_route_upstream(struct loader *l, const struct node *v, const ch
     return 0;
 }
 
+/* ---- websocket: the top level's, then each route's over a copy of it ---- */
+
+static int prefix_nocase(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    if (len < n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (lower(s[i]) != prefix[i])
+            return 0;
+    return 1;
+}
+
+enum origin_rc { ORIGIN_OK = 0, ORIGIN_BAD, ORIGIN_PORT, ORIGIN_SLASH, ORIGIN_PATH };
+
+/* Writes origin |s| (|len| bytes, "scheme://host[:port]") into |out| the way browsers serialize
+ * the Origin field (RFC 6454 §6.2), so that the gateway can compare bytes: lower case, IPv6 in
+ * its compressed form, no port when it is the scheme's default. */
+static enum origin_rc canon_origin(const char *s, size_t len, char out[ORIGIN_LEN])
+{
+    static const char *const schemes[] = {"http://", "https://"};
+    static const uint16_t default_ports[] = {80, 443};
+    const char *a, *host, *colon = NULL;
+    char ip[INET6_ADDRSTRLEN], pb[8] = "";
+    unsigned char bin[16];
+    size_t sch, alen, hostlen;
+    uint16_t port = 0;
+    int v6 = 0;
+
+    for (sch = 0; sch < GW_ARRAY_LEN(schemes); sch++)
+        if (prefix_nocase(s, len, schemes[sch]))
+            break;
+    if (sch == GW_ARRAY_LEN(schemes))
+        return ORIGIN_BAD;
+    a = s + strlen(schemes[sch]);
+    alen = strcspn(a, "/?#"); /* |s| is NUL-terminated (get_str) */
+    if (a + alen < s + len)
+        return a[alen] == '/' && a + alen + 1 == s + len ? ORIGIN_SLASH : ORIGIN_PATH;
+    if (alen > 0 && a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+
+        if (rb == NULL || !pton(AF_INET6, a + 1, (size_t)(rb - a) - 1, bin))
+            return ORIGIN_BAD;
+        if (rb + 1 < a + alen) {
+            if (rb[1] != ':')
+                return ORIGIN_BAD;
+            colon = rb + 1;
+        }
+        inet_ntop(AF_INET6, bin, ip, sizeof ip);
+        host = ip;
+        hostlen = strlen(ip);
+        v6 = 1;
+    } else {
+        colon = memchr(a, ':', alen);
+        host = a;
+        hostlen = colon != NULL ? (size_t)(colon - a) : alen;
+        /* As for servers: a name of digits and dots must be a full dotted quad. */
+        if (all_digits_dots(host, hostlen) ? !pton(AF_INET, host, hostlen, bin)
+                                           : !valid_dns_name(host, hostlen))
+            return ORIGIN_BAD;
+    }
+    if (colon != NULL && parse_port(colon + 1, (size_t)(a + alen - colon - 1), &port))
+        return ORIGIN_PORT;
+    if (port != 0 && port != default_ports[sch])
+        snprintf(pb, sizeof pb, ":%u", (unsigned)port);
+    snprintf(out, ORIGIN_LEN, "%s%s%.*s%s%s", schemes[sch], v6 ? "[" : "", (int)hostlen, host,
+             v6 ? "]" : "", pb);
+    for (char *o = out; *o != '\0'; o++)
+        *o = lower(*o);
+    return ORIGIN_OK;
+}
+
+static void ws_free_origins(struct gw_ws_conf *ws)
+{
+    for (size_t i = 0; i < ws->norigins; i++)
+        free(ws->origins[i]);
+    free(ws->origins);
+    ws->origins = NULL;
+    ws->norigins = 0;
+}
+
+/* Gives |dst|, a struct copy of |src|, its own copy of |src|'s origins. */
+static void ws_copy_origins(struct gw_ws_conf *dst, const struct gw_ws_conf *src)
+{
+    dst->origins = src->norigins > 0 ? gw_xcalloc(src->norigins, sizeof *dst->origins) : NULL;
+    for (size_t i = 0; i < src->norigins; i++)
+        dst->origins[i] = gw_xstrndup(src->origins[i], strlen(src->origins[i]));
+}
+
+static int parse_ws_origins(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_ws_conf *ws = base;
+    char p[PATH_LEN], vb[SHOW_LEN], canon[ORIGIN_LEN];
+    size_t i = 0;
+    int any = 0;
+
+    if (expect(l, v, N_SEQ, path))
+        return -1;
+    /* A route's list replaces the copy of the top level's that the route started with. */
+    ws_free_origins(ws);
+    ws->origins = v->nkids > 0 ? gw_xcalloc(v->nkids, sizeof *ws->origins) : NULL;
+    for (const struct node *e = v->first; e != NULL; e = e->next, i++) {
+        const char *s;
+        size_t len;
+
+        join_idx(p, path, i);
+        if (get_str(l, e, p, &s, &len))
+            return -1;
+        show(vb, s, len);
+        if (len == 1 && s[0] == '*') {
+            any = 1;
+            continue;
+        }
+        switch (canon_origin(s, len, canon)) {
+        case ORIGIN_OK:
+            break;
+        case ORIGIN_BAD:
+            return fail(l, e, p,
+                        "invalid origin '%s' (expected \"*\", http://HOST[:PORT] or "
+                        "https://HOST[:PORT])",
+                        vb);
+        case ORIGIN_PORT:
+            return fail(l, e, p, "invalid port in origin '%s' (expected 1..65535)", vb);
+        case ORIGIN_SLASH:
+            return fail(l, e, p,
+                        "origin '%s' must not end with '/' (browsers send scheme://host[:port], "
+                        "with no path)",
+                        vb);
+        case ORIGIN_PATH:
+            return fail(l, e, p,
+                        "origin '%s' must not have a path, query or fragment (browsers send "
+                        "scheme://host[:port] only)",
+                        vb);
+        }
+        ws->origins[ws->norigins++] = gw_xstrndup(canon, strlen(canon));
+    }
+    /* With "*" the gateway never reads the list: keep none rather than entries that look like
+     * they restrict something. */
+    if (any)
+        ws_free_origins(ws);
+    ws->any_origin = any;
+    return 0;
+}
+
+static const struct field ws_fields[] = {
+    {.key = "ping_interval",
+     .kind = F_DURATION,
+     AT(struct gw_ws_conf, ping_interval_ms),
+     .min = 0,
+     .max = DUR_MAX},
+    {.key = "ping_timeout",
+     .kind = F_DURATION,
+     AT(struct gw_ws_conf, ping_timeout_ms),
+     .min = 0,
+     .max = DUR_MAX},
+    {.key = "close_timeout",
+     .kind = F_DURATION,
+     AT(struct gw_ws_conf, close_timeout_ms),
+     .min = 1,
+     .max = DUR_MAX},
+    {.key = "max_message",
+     .kind = F_SIZE,
+     AT(struct gw_ws_conf, max_message),
+     .min = 1,
+     .max = GIB},
+    {.key = "origins", .kind = F_FN, .fn = parse_ws_origins},
+    {.key = "deflate", .kind = F_BOOL, AT(struct gw_ws_conf, deflate)},
+    /* RFC 7692 allows 8, but zlib (since 1.2.9) refuses an 8-bit window for raw deflate. */
+    {.key = "deflate_window_bits",
+     .kind = F_UINT,
+     AT(struct gw_ws_conf, deflate_window_bits),
+     .min = 9,
+     .max = 15},
+    {.key = "deflate_no_context_takeover",
+     .kind = F_BOOL,
+     AT(struct gw_ws_conf, deflate_no_context_takeover)},
+};
+
+_Static_assert(GW_ARRAY_LEN(ws_fields) <= MAX_FIELDS, "raise MAX_FIELDS");
+
+/* The value of |key| in mapping |m|, whose keys walk_map() has checked, or NULL. */
+static const struct node *map_value(const struct node *m, const char *key)
+{
+    for (const struct node *k = m->first; k != NULL; k = k->next->next)
+        if (strlen(key) == k->len && memcmp(key, k->str, k->len) == 0)
+            return k->next;
+    return NULL;
+}
+
+/* Walks websocket mapping |v| over |ws|, which holds the defaults or the top level's values,
+ * then checks the keys that depend on each other on the result. */
+static int parse_ws(struct loader *l, const struct node *v, const char *path, struct gw_ws_conf *ws)
+{
+    const struct node *at;
+    char p[PATH_LEN], db[32];
+
+    if (walk_map(l, v, path, ws_fields, GW_ARRAY_LEN(ws_fields), ws))
+        return -1;
+    if (ws->ping_interval_ms == 0 || ws->ping_timeout_ms > 0)
+        return 0;
+    fmt_duration(db, sizeof db, ws->ping_interval_ms);
+    at = map_value(v, "ping_timeout");
+    if (at != NULL) {
+        join(p, path, "ping_timeout", strlen("ping_timeout"));
+        return fail(l, at, p,
+                    "must be more than 0 while ping_interval is %s (ping_interval: 0 turns pings "
+                    "off)",
+                    db);
+    }
+    /* The values this map started from passed this check (the defaults do), so without
+     * ping_timeout here it is ping_interval that made the pair wrong: a route's, over a top
+     * level that turned pings off. */
+    at = map_value(v, "ping_interval");
+    join(p, path, "ping_interval", strlen("ping_interval"));
+    return fail(l, at, p,
+                "%s needs a ping_timeout more than 0 (the top level's is 0s): set one here", db);
+}
+
+static int parse_top_ws(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_config *c = base;
+
+    return parse_ws(l, v, path, &c->websocket);
+}
+
+static int parse_route_ws(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_route_conf *r = base;
+
+    return parse_ws(l, v, path, &r->ws);
+}
+
 static const struct field match_fields[] = {
     {.key = "host", .kind = F_FN, .fn = parse_route_host},
     {.key = "path", .kind = F_FN, .fn = parse_route_path},
@@ -1637,7 +1871,10 @@ static const struct field route_fields[] = {
     {.key = "upstream", .kind = F_FN, .required = 1, .fn = parse_route_upstream},
     {.key = "strip_prefix", .kind = F_BOOL, AT(struct gw_route_conf, strip_prefix)},
     {.key = "sse", .kind = F_MAP, SUB(route_sse_fields)},
+    {.key = "websocket", .kind = F_FN, .fn = parse_route_ws},
 };
+
+_Static_assert(GW_ARRAY_LEN(route_fields) <= MAX_FIELDS, "raise MAX_FIELDS");
 
 static int parse_routes(struct loader *l, const struct node *v, const char *path, void *base)
 {
@@ -1655,6 +1892,8 @@ static int parse_routes(struct loader *l, const struct node *v, const char *path
 
         r->index = i;
         r->sse_heartbeat_ms = c->sse.heartbeat_ms; /* "sse" is parsed before "routes" */
+        r->ws = c->websocket;                      /* and so is "websocket" */
+        ws_copy_origins(&r->ws, &c->websocket);
         join_idx(p, path, i);
         if (walk_map(l, e, p, route_fields, GW_ARRAY_LEN(route_fields), r))
             return -1;
@@ -1779,7 +2018,8 @@ static const struct field resolver_fields[] = {
     {.key = "nameservers", .kind = F_FN, .fn = parse_nameservers},
 };
 
-/* Table order is the order values are parsed in: upstreams before routes. */
+/* Table order is the order values are parsed in, whatever the file's: upstreams, sse and
+ * websocket before routes. */
 static const struct field top_fields[] = {
     {.key = "workers", .kind = F_FN, .fn = parse_workers},
     {.key = "listen", .kind = F_FN, .required = 1, .fn = parse_listen},
@@ -1790,9 +2030,12 @@ static const struct field top_fields[] = {
     {.key = "log", .kind = F_MAP, SUB(log_fields)},
     {.key = "resolver", .kind = F_MAP, SUB(resolver_fields)},
     {.key = "sse", .kind = F_MAP, SUB(sse_fields)},
+    {.key = "websocket", .kind = F_FN, .fn = parse_top_ws},
     {.key = "upstreams", .kind = F_FN, .required = 1, .fn = parse_upstreams},
     {.key = "routes", .kind = F_FN, .required = 1, .fn = parse_routes},
 };
+
+_Static_assert(GW_ARRAY_LEN(top_fields) <= MAX_FIELDS, "raise MAX_FIELDS");
 
 /* ---- snapshot ---- */
 
@@ -1818,6 +2061,14 @@ static struct gw_config *config_new(const char *name)
     c->log.access_buffer = 64 * KIB;
     c->log.access_flush_ms = MS_S;
     c->sse.heartbeat_ms = 15 * MS_S;
+    c->websocket.ping_interval_ms = 30 * MS_S;
+    c->websocket.ping_timeout_ms = 10 * MS_S;
+    c->websocket.close_timeout_ms = 5 * MS_S;
+    c->websocket.max_message = MIB;
+    c->websocket.any_origin = 1;
+    c->websocket.deflate = 1;
+    c->websocket.deflate_window_bits = 15;
+    c->websocket.deflate_no_context_takeover = 0;
     return c;
 }
 
@@ -1833,6 +2084,7 @@ static void config_free(struct gw_config *c)
     for (size_t i = 0; i < c->resolver.nnameservers; i++)
         free(c->resolver.nameservers[i]);
     free(c->resolver.nameservers);
+    ws_free_origins(&c->websocket);
     for (size_t i = 0; i < c->nupstreams; i++) {
         struct gw_upstream_conf *u = &c->upstreams[i];
 
@@ -1849,6 +2101,7 @@ static void config_free(struct gw_config *c)
     for (size_t i = 0; i < c->nroutes; i++) {
         free(c->routes[i].host);
         free(c->routes[i].path);
+        ws_free_origins(&c->routes[i].ws);
     }
     free(c->routes);
     free(c->file);

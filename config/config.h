@@ -66,6 +66,29 @@ struct gw_upstream_conf {
     size_t index;                 /* position in gw_config.upstreams */
 };
 
+/* websocket: settings; the top level's, or a route's (its keys over the top level's). Each
+ * instance owns its |origins| array and strings: a route starts from a deep copy of the top
+ * level's list and its own list replaces that copy, so every array is freed exactly once. */
+struct gw_ws_conf {
+    uint64_t ping_interval_ms;   /* ping an idle client this often; 0 = never. Default 30s */
+    uint64_t ping_timeout_ms;    /* close (1011) when no pong or byte arrives this long after a
+                                    ping. Default 10s; more than 0 when ping_interval is */
+    uint64_t close_timeout_ms;   /* after our close frame, wait this long for the client's.
+                                    Default 5s */
+    uint64_t max_message;        /* largest client message in bytes, after decompression (1009
+                                    above). Default 1m (1048576); 1..1g (a limit is required) */
+    char **origins;              /* allowed Origin values, lower case, exact
+                                    "scheme://host[:port]" as browsers send them (no default
+                                    port); NULL with any_origin, and for [] (then only
+                                    requests without Origin pass) */
+    size_t norigins;
+    int any_origin;              /* origins contains "*" (the default ["*"]) */
+    int deflate;                 /* accept permessage-deflate offers. Default true */
+    unsigned deflate_window_bits; /* 9..15: largest window either side may use. Default 15 */
+    int deflate_no_context_takeover; /* ask both sides not to keep context between messages
+                                        (less memory per connection). Default false */
+};
+
 struct gw_route_conf {
     char *host;            /* NULL: any host. Lower case, no port. For "*.x.com": "*.x.com" */
     int host_wildcard;     /* host starts with "*." */
@@ -74,6 +97,7 @@ struct gw_route_conf {
     int strip_prefix;      /* remove |path| from the path sent upstream */
     struct gw_upstream_conf *upstream; /* points into gw_config.upstreams */
     uint64_t sse_heartbeat_ms; /* sse.heartbeat: the top level's unless the route sets it */
+    struct gw_ws_conf ws;  /* websocket: the top level's, with the route's keys over it */
     size_t index;          /* position in the file, the last tie-break */
 };
 
@@ -116,6 +140,7 @@ struct gw_config {
     struct {
         uint64_t heartbeat_ms;    /* 15s: a comment line to an idle SSE client; 0 = none */
     } sse;
+    struct gw_ws_conf websocket;  /* websocket: routes start from it */
     struct {
         char **nameservers;       /* "IP:PORT" each; none = those of /etc/resolv.conf */
         size_t nnameservers;

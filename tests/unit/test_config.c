@@ -849,6 +849,84 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:3:19: sse.heartbeat: invalid duration 'soon' (examples: 500ms, 30s, 5m)"},
     {LS UP "routes:\n  - { upstream: web, sse: { ping: 1s } }\n",
      "t.yaml:7:29: unknown key 'ping' in routes[0].sse"},
+    /* websocket */
+    {LS "websocket: { ping_timeout: 0s }\n" UP RT,
+     "t.yaml:3:28: websocket.ping_timeout: must be more than 0 while ping_interval is 30s "
+     "(ping_interval: 0 turns pings off)"},
+    {LS "websocket: { ping_interval: 0, ping_timeout: 0 }\n" UP
+        "routes:\n  - { upstream: web, websocket: { ping_interval: 10s } }\n",
+     "t.yaml:8:50: routes[0].websocket.ping_interval: 10s needs a ping_timeout more than 0 "
+     "(the top level's is 0s): set one here"},
+    {LS UP "routes:\n  - { upstream: web, websocket: { ping_timeout: 0s } }\n",
+     "t.yaml:7:49: routes[0].websocket.ping_timeout: must be more than 0 while ping_interval is "
+     "30s (ping_interval: 0 turns pings off)"},
+    {LS "websocket: { ping_interval: 25h }\n" UP RT,
+     "t.yaml:3:29: websocket.ping_interval: 25h is out of range (0s..24h)"},
+    {LS "websocket: { close_timeout: 0s }\n" UP RT,
+     "t.yaml:3:29: websocket.close_timeout: 0s is out of range (1ms..24h)"},
+    {LS "websocket: { max_message: 0 }\n" UP RT,
+     "t.yaml:3:27: websocket.max_message: 0 is out of range (1..1g)"},
+    {LS "websocket: { max_message: 2g }\n" UP RT,
+     "t.yaml:3:27: websocket.max_message: 2g is out of range (1..1g)"},
+    {LS "websocket: { max_message: 1mb }\n" UP RT,
+     "t.yaml:3:27: websocket.max_message: invalid size '1mb' (examples: 512, 16k, 10m, 1g)"},
+    {LS "websocket: { deflate_window_bits: 8 }\n" UP RT,
+     "t.yaml:3:35: websocket.deflate_window_bits: 8 is out of range (9..15)"},
+    {LS UP "routes:\n  - { upstream: web, websocket: { deflate_window_bits: 16 } }\n",
+     "t.yaml:7:56: routes[0].websocket.deflate_window_bits: 16 is out of range (9..15)"},
+    {LS "websocket: { deflate: yes }\n" UP RT,
+     "t.yaml:3:23: websocket.deflate: expected true or false, got 'yes'"},
+    {LS "websocket: { deflate_no_context_takeover: 1 }\n" UP RT,
+     "t.yaml:3:43: websocket.deflate_no_context_takeover: expected true or false, got '1'"},
+    {LS "websocket: { origins: \"*\" }\n" UP RT,
+     "t.yaml:3:23: websocket.origins: expected a sequence, got a scalar"},
+    {LS "websocket: { origins: [\"https://app.example.com/\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: origin 'https://app.example.com/' must not end with "
+     "'/' (browsers send scheme://host[:port], with no path)"},
+    {LS "websocket: { origins: [\"https://a.io\", \"https://b.io/app\"] }\n" UP RT,
+     "t.yaml:3:40: websocket.origins[1]: origin 'https://b.io/app' must not have a path, "
+     "query or fragment (browsers send scheme://host[:port] only)"},
+    {LS "websocket: { origins: [\"https://b.io?x=1\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: origin 'https://b.io?x=1' must not have a path, "
+     "query or fragment (browsers send scheme://host[:port] only)"},
+    {LS "websocket: { origins: [\"ws://a.io\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'ws://a.io' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [app.example.com] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'app.example.com' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"null\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'null' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"https://*.example.com\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'https://*.example.com' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"https://user@a.io\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'https://user@a.io' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"http://10.1:80\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'http://10.1:80' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"http://[::1\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid origin 'http://[::1' "
+     "(expected \"*\", http://HOST[:PORT] or https://HOST[:PORT])"},
+    {LS "websocket: { origins: [\"https://a.io:0\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid port in origin 'https://a.io:0' "
+     "(expected 1..65535)"},
+    {LS "websocket: { origins: [\"https://a.io:\"] }\n" UP RT,
+     "t.yaml:3:24: websocket.origins[0]: invalid port in origin 'https://a.io:' "
+     "(expected 1..65535)"},
+    {LS "websocket: { origins: [~] }\n" UP RT, "t.yaml:3:24: websocket.origins[0]: missing value"},
+    {LS UP "routes:\n  - upstream: web\n    websocket:\n"
+           "      origins: [\"*\", \"https://a.io/\"]\n",
+     "t.yaml:9:22: routes[0].websocket.origins[1]: origin 'https://a.io/' must not end with '/' "
+     "(browsers send scheme://host[:port], with no path)"},
+    {LS "websocket: { ping: 1s }\n" UP RT, "t.yaml:3:14: unknown key 'ping' in websocket"},
+    {LS UP "routes:\n  - { upstream: web, websocket: { heartbeat: 1s } }\n",
+     "t.yaml:7:35: unknown key 'heartbeat' in routes[0].websocket"},
+    {LS "websocket: [1]\n" UP RT, "t.yaml:3:12: websocket: expected a mapping, got a sequence"},
+    {LS "websocket: { deflate: true, deflate: false }\n" UP RT,
+     "t.yaml:3:29: duplicate key 'deflate' in websocket"},
     {LS "upstreams:\n  \"my web\":\n    servers: [\"a:1\"]\n" RT,
      "t.yaml:4:3: upstreams: invalid upstream name 'my web' "
      "(letters, digits, '_' and '-' only)"},
@@ -895,6 +973,209 @@ Test(config, sse_heartbeat)
     c = load_ok(d);
     cr_expect_eq(c->sse.heartbeat_ms, 15000);
     cr_expect_eq(c->routes[0].sse_heartbeat_ms, 15000);
+    gw_config_unref(c);
+}
+
+static void expect_ws_defaults(const struct gw_ws_conf *ws)
+{
+    cr_expect_eq(ws->ping_interval_ms, 30000);
+    cr_expect_eq(ws->ping_timeout_ms, 10000);
+    cr_expect_eq(ws->close_timeout_ms, 5000);
+    cr_expect_eq(ws->max_message, 1048576);
+    cr_expect_null(ws->origins);
+    cr_expect_eq(ws->norigins, 0);
+    cr_expect_eq(ws->any_origin, 1);
+    cr_expect_eq(ws->deflate, 1);
+    cr_expect_eq(ws->deflate_window_bits, 15);
+    cr_expect_eq(ws->deflate_no_context_takeover, 0);
+}
+
+Test(config, websocket_defaults)
+{
+    struct gw_config *c = load_ok(LS UP RT);
+
+    expect_ws_defaults(&c->websocket);
+    expect_ws_defaults(&c->routes[0].ws);
+    gw_config_unref(c);
+}
+
+/* Every key at the top level; a route without websocket gets all of it, origins included (as
+ * its own copy, which ASan checks is freed once). */
+Test(config, websocket_top_level)
+{
+    static const char y[] =
+        LS "websocket:\n"
+           "  ping_interval: 1m\n"
+           "  ping_timeout: 1500ms\n"
+           "  close_timeout: 2s\n"
+           "  max_message: 64k\n"
+           "  origins: [\"https://app.example.com\", \"http://localhost:3000\"]\n"
+           "  deflate: false\n"
+           "  deflate_window_bits: 9\n"
+           "  deflate_no_context_takeover: true\n" UP RT;
+    struct gw_config *c = load_ok(y);
+    const struct gw_ws_conf *ws = &c->websocket, *rw = &c->routes[0].ws;
+
+    cr_expect_eq(ws->ping_interval_ms, 60000);
+    cr_expect_eq(ws->ping_timeout_ms, 1500);
+    cr_expect_eq(ws->close_timeout_ms, 2000);
+    cr_expect_eq(ws->max_message, 65536);
+    cr_expect_eq(ws->any_origin, 0);
+    cr_assert_eq(ws->norigins, 2);
+    cr_expect_str_eq(ws->origins[0], "https://app.example.com");
+    cr_expect_str_eq(ws->origins[1], "http://localhost:3000");
+    cr_expect_eq(ws->deflate, 0);
+    cr_expect_eq(ws->deflate_window_bits, 9);
+    cr_expect_eq(ws->deflate_no_context_takeover, 1);
+
+    cr_expect_eq(rw->ping_interval_ms, 60000);
+    cr_expect_eq(rw->ping_timeout_ms, 1500);
+    cr_expect_eq(rw->close_timeout_ms, 2000);
+    cr_expect_eq(rw->max_message, 65536);
+    cr_expect_eq(rw->any_origin, 0);
+    cr_assert_eq(rw->norigins, 2);
+    cr_expect_neq(rw->origins, ws->origins, "the route owns a copy");
+    cr_expect_neq(rw->origins[0], ws->origins[0]);
+    cr_expect_str_eq(rw->origins[0], "https://app.example.com");
+    cr_expect_str_eq(rw->origins[1], "http://localhost:3000");
+    cr_expect_eq(rw->deflate, 0);
+    cr_expect_eq(rw->deflate_window_bits, 9);
+    cr_expect_eq(rw->deflate_no_context_takeover, 1);
+    gw_config_unref(c);
+}
+
+static const char ws_routes[] =
+    "  - match: { path: /a/ }\n"
+    "    upstream: web\n"
+    "    websocket: { ping_interval: 0, max_message: 16m, deflate: false }\n"
+    "  - match: { path: /b/ }\n"
+    "    upstream: web\n"
+    "    websocket: { origins: [\"https://b.example.com\"], deflate_window_bits: 12 }\n"
+    "  - { match: { path: /c/ }, upstream: web, websocket: { origins: [\"*\"] } }\n"
+    "  - { match: { path: /d/ }, upstream: web, websocket: { origins: [] } }\n"
+    "  - upstream: web\n";
+
+static void expect_ws_routes(const struct gw_config *c)
+{
+    const struct gw_ws_conf *a = &c->routes[0].ws, *b = &c->routes[1].ws;
+    const struct gw_ws_conf *any = &c->routes[2].ws, *none = &c->routes[3].ws;
+    const struct gw_ws_conf *rest = &c->routes[4].ws;
+
+    cr_assert_eq(c->nroutes, 5);
+    cr_expect_eq(c->websocket.ping_interval_ms, 20000);
+    cr_expect_eq(c->websocket.ping_timeout_ms, 3000);
+    cr_assert_eq(c->websocket.norigins, 2);
+
+    /* Keys the route sets, then the top level's for the rest, origins included. */
+    cr_expect_eq(a->ping_interval_ms, 0);
+    cr_expect_eq(a->max_message, 16u << 20);
+    cr_expect_eq(a->deflate, 0);
+    cr_expect_eq(a->ping_timeout_ms, 3000);
+    cr_expect_eq(a->close_timeout_ms, 5000);
+    cr_expect_eq(a->deflate_window_bits, 10);
+    cr_expect_eq(a->deflate_no_context_takeover, 1);
+    cr_expect_eq(a->any_origin, 0);
+    cr_assert_eq(a->norigins, 2);
+    cr_expect_str_eq(a->origins[0], "https://example.com");
+    cr_expect_str_eq(a->origins[1], "https://www.example.com");
+
+    /* A route's origins replace the top level's list, never add to it. */
+    cr_expect_eq(b->ping_interval_ms, 20000);
+    cr_expect_eq(b->deflate_window_bits, 12);
+    cr_expect_eq(b->deflate, 1);
+    cr_expect_eq(b->any_origin, 0);
+    cr_assert_eq(b->norigins, 1);
+    cr_expect_str_eq(b->origins[0], "https://b.example.com");
+
+    cr_expect_eq(any->any_origin, 1);
+    cr_expect_null(any->origins);
+    cr_expect_eq(any->norigins, 0);
+    cr_expect_eq(any->deflate_window_bits, 10);
+
+    cr_expect_eq(none->any_origin, 0, "[] allows only requests without Origin");
+    cr_expect_null(none->origins);
+    cr_expect_eq(none->norigins, 0);
+
+    cr_expect_eq(rest->ping_interval_ms, 20000);
+    cr_expect_eq(rest->max_message, 1u << 20);
+    cr_assert_eq(rest->norigins, 2);
+    cr_expect_str_eq(rest->origins[1], "https://www.example.com");
+}
+
+Test(config, websocket_route_overrides_key_by_key)
+{
+    static const char top[] = "websocket:\n"
+                              "  ping_interval: 20s\n"
+                              "  ping_timeout: 3s\n"
+                              "  deflate_window_bits: 10\n"
+                              "  deflate_no_context_takeover: true\n"
+                              "  origins: [\"https://example.com\", \"https://www.example.com\"]\n";
+    char y[2048];
+    struct gw_config *c;
+
+    snprintf(y, sizeof y, "%s%s%sroutes:\n%s", LS, top, UP, ws_routes);
+    c = load_ok(y);
+    expect_ws_routes(c);
+    gw_config_unref(c);
+    /* The top level is read before the routes wherever it is in the file. */
+    snprintf(y, sizeof y, "%s%sroutes:\n%s%s", LS, UP, ws_routes, top);
+    c = load_ok(y);
+    expect_ws_routes(c);
+    gw_config_unref(c);
+}
+
+Test(config, websocket_after_routes_in_the_file)
+{
+    static const char y[] =
+        LS UP RT "websocket: { ping_interval: 0, origins: [\"https://x.io\"] }\n"
+                 "sse: { heartbeat: 1s }\n";
+    struct gw_config *c = load_ok(y);
+
+    cr_expect_eq(c->routes[0].ws.ping_interval_ms, 0);
+    cr_assert_eq(c->routes[0].ws.norigins, 1);
+    cr_expect_str_eq(c->routes[0].ws.origins[0], "https://x.io");
+    cr_expect_eq(c->routes[0].ws.any_origin, 0);
+    cr_expect_eq(c->routes[0].sse_heartbeat_ms, 1000);
+    gw_config_unref(c);
+}
+
+/* Entries are stored as browsers serialize Origin, so the gateway can compare bytes. */
+Test(config, websocket_origins_canonical)
+{
+    static const char y[] = LS "websocket:\n  origins:\n"
+                               "    - \"HTTPS://App.Example.COM\"\n"
+                               "    - \"https://a.example.com:443\"\n"
+                               "    - \"http://a.example.com:80\"\n"
+                               "    - \"http://a.example.com:443\"\n"
+                               "    - \"https://a.example.com:08443\"\n"
+                               "    - \"http://127.0.0.1:8080\"\n"
+                               "    - \"https://[0:0::1]\"\n"
+                               "    - \"http://[2001:DB8::A]:8080\"\n"
+                               "    - \"https://my_host-1.internal\"\n" UP RT;
+    static const char *const want[] = {
+        "https://app.example.com",
+        "https://a.example.com",
+        "http://a.example.com",
+        "http://a.example.com:443",
+        "https://a.example.com:8443",
+        "http://127.0.0.1:8080",
+        "https://[::1]",
+        "http://[2001:db8::a]:8080",
+        "https://my_host-1.internal",
+    };
+    struct gw_config *c = load_ok(y);
+
+    cr_assert_eq(c->websocket.norigins, GW_ARRAY_LEN(want));
+    for (size_t i = 0; i < GW_ARRAY_LEN(want); i++)
+        cr_expect_str_eq(c->websocket.origins[i], want[i], "[%zu]", i);
+    gw_config_unref(c);
+
+    /* "*" anywhere allows every origin; the other entries are still checked. */
+    c = load_ok(LS "websocket: { origins: [\"https://a.io\", \"*\"] }\n" UP RT);
+    cr_expect_eq(c->websocket.any_origin, 1);
+    cr_expect_null(c->websocket.origins);
+    cr_expect_eq(c->routes[0].ws.any_origin, 1);
+    cr_expect_null(c->routes[0].ws.origins);
     gw_config_unref(c);
 }
 
