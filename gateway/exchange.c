@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "adapters/http/http_upstream.h"
@@ -303,6 +304,66 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
     return x;
 }
 
+/* A request that asks for a WebSocket in any way is judged as an opening handshake, never
+ * forwarded as a plain request that the upstream might half understand. */
+static int wants_websocket(const struct gw_req *q)
+{
+    for (size_t i = 0; i < q->nheaders; i++) {
+        struct gw_slice n = q->headers[i].name;
+
+        if (GW_SLICE_EQ_LIT(n, "Upgrade") && h1_list_has(q->headers[i].value, "websocket", 9))
+            return 1;
+        if (GW_SLICE_EQ_LIT(n, "Sec-WebSocket-Key") ||
+            GW_SLICE_EQ_LIT(n, "Sec-WebSocket-Version"))
+            return 1;
+    }
+    return 0;
+}
+
+static int origin_allowed(const struct gw_ws_conf *wc, struct gw_slice origin)
+{
+    /* Only browsers send Origin, and they cannot forge it: the list guards their users. */
+    if (wc->any_origin || origin.len == 0)
+        return 1;
+    for (size_t i = 0; i < wc->norigins; i++)
+        if (strlen(wc->origins[i]) == origin.len &&
+            strncasecmp(wc->origins[i], origin.p, origin.len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Checks the opening handshake of a WebSocket request for |route|. Returns 0 (x->ws set) or the
+ * status to answer, with x->error. */
+static int websocket_check(struct gw_exchange *x, const struct gw_route_conf *route)
+{
+    const struct gw_ws_conf *wc = &route->ws;
+    struct ws_pmd_conf pmd = {0};
+    int status;
+
+    if (x->req.has_body) {
+        x->error = "websocket handshake with a body";
+        return 400;
+    }
+    /* An http upstream speaks WebSocket itself and agrees its extensions with the client. */
+    pmd.enabled = wc->deflate && route->upstream->protocol == GW_PROTO_ASGI;
+    pmd.max_window_bits = (uint8_t)wc->deflate_window_bits;
+    pmd.no_context_takeover = wc->deflate_no_context_takeover;
+    status = ws_handshake_check(x->req.method, x->req.minor, x->req.headers, x->req.nheaders,
+                                &pmd, &x->ws_hs, &x->error);
+    if (status != 0)
+        return status;
+    if (!origin_allowed(wc, x->ws_hs.origin)) {
+        x->error = "websocket origin not allowed";
+        return 403;
+    }
+    if (route->upstream->protocol == GW_PROTO_UWSGI) {
+        x->error = "websocket to a uwsgi upstream is not supported yet";
+        return 501;
+    }
+    x->ws = 1;
+    return 0;
+}
+
 int gw_exchange_start(struct gw_exchange *x)
 {
     const struct gw_route_conf *route;
@@ -323,6 +384,11 @@ int gw_exchange_start(struct gw_exchange *x)
         size_t n = gw_route_upstream_path(route, path.p, path.len, x->upath_buf, path.len + 2);
         x->req.path.p = x->upath_buf;
         x->req.path.len = n;
+    }
+    if (wants_websocket(&x->req)) {
+        int status = websocket_check(x, route);
+        if (status != 0)
+            return status;
     }
     x->pool = x->snap->pools[route->upstream->index];
     if (x->pool == NULL) {
@@ -406,6 +472,47 @@ void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason)
 void gw_exchange_req_drained(struct gw_exchange *x)
 {
     x->down->req_drained(x);
+}
+
+void gw_exchange_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
+                           const struct h1_header *h, size_t n)
+{
+    x->down->ws_accept(x, subprotocol, h, n);
+}
+
+int gw_exchange_ws_send(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n)
+{
+    return x->down->ws_send(x, flags, p, n);
+}
+
+void gw_exchange_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
+{
+    x->up = NULL;
+    x->up_ctx = NULL;
+    if (x->timed)
+        x->up_end_ms = gw_now_ms();
+    x->down->ws_close(x, code, reason, n);
+}
+
+int gw_exchange_ws_message(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n)
+{
+    return x->up != NULL ? x->up->ws_message(x, flags, p, n) : 0;
+}
+
+void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
+{
+    const struct gw_upstream_ops *up = x->up;
+
+    x->up = NULL;
+    if (up != NULL) {
+        if (up->ws_close != NULL)
+            up->ws_close(x, code, reason, n);
+        else
+            up->cancel(x);
+    }
+    x->up_ctx = NULL;
+    if (x->timed && x->up_end_ms == 0)
+        x->up_end_ms = gw_now_ms();
 }
 
 struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer)

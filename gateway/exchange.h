@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "gateway/h1_parse.h"
 #include "gateway/util.h"
+#include "gateway/ws_codec.h"
 
 struct gw_exchange;
 struct gw_worker;
@@ -105,6 +106,15 @@ struct gw_upstream_ops {
     void (*resume)(struct gw_exchange *x);
     /* The client is gone: release everything tied to |x| and forget it. No call back. */
     void (*cancel)(struct gw_exchange *x);
+
+    /* WebSocket (x->ws, after the upstream accepted with gw_exchange_ws_accept()); NULL for a
+     * driver that only tunnels (http). A piece of a client message (WS_F_* flags) is lent for
+     * the call; returns 1 when the upstream can take no more until it calls
+     * gw_exchange_req_drained(). */
+    int (*ws_message)(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n);
+    /* The client closed the WebSocket with |code| (1005: none; 1006: no close frame) and the
+     * UTF-8 |reason|. As cancel(): the upstream forgets |x|, no call back. */
+    void (*ws_close)(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
 };
 
 /* Downstream session: the exchange calls these. */
@@ -120,6 +130,16 @@ struct gw_downstream_ops {
     void (*fail)(struct gw_exchange *x, int status);
     /* The upstream took bytes from x->req_body: read more of the client's body. */
     void (*req_drained)(struct gw_exchange *x);
+
+    /* WebSocket. The upstream accepted: answer 101 with |subprotocol| (may be empty) and the
+     * extra fields |h[0..n)| (borrowed), then carry messages. */
+    void (*ws_accept)(struct gw_exchange *x, struct gw_slice subprotocol,
+                      const struct h1_header *h, size_t n);
+    /* A piece of a message for the client (WS_F_* flags; FIRST on the first piece, FIN on the
+     * last), borrowed. Returns 1 when the sender should pause until resume(). */
+    int (*ws_send)(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n);
+    /* The upstream closes the WebSocket with |code| (valid to send) and |reason|, borrowed. */
+    void (*ws_close)(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
 };
 
 /* Created and freed by its downstream session, from the worker's loop. One allocation holds
@@ -146,6 +166,13 @@ struct gw_exchange {
     void *up_ctx;
 
     int resp_whole;                        /* the head said whole (see struct gw_resp) */
+
+    /* WebSocket: set by gw_exchange_start() when the request is an opening handshake that
+     * passed the gateway's checks (RFC 6455 §4.2.1 and the route's origins). |ws_hs| slices
+     * point into the request copy. An upstream driver answers it with ws_accept() (asgi), a
+     * 101 head and a byte tunnel (http), or an ordinary response (a refusal). */
+    int ws;
+    struct ws_handshake ws_hs;
 
     /* For the access log. */
     int status;                            /* status sent to the client */
@@ -200,8 +227,29 @@ void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailer
  * Detaches the upstream; it must not touch |x| after. */
 void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason);
 
-/* Upstream: bytes were taken from x->req_body; the downstream may read more. */
+/* Upstream: bytes were taken from x->req_body; the downstream may read more. For a
+ * WebSocket: the upstream can take client messages again. */
 void gw_exchange_req_drained(struct gw_exchange *x);
+
+/* Upstream: accepts the WebSocket x->ws (see gw_downstream_ops.ws_accept). */
+void gw_exchange_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
+                           const struct h1_header *h, size_t n);
+
+/* Upstream: a piece of a message for the client. Returns 1 when the upstream should stop
+ * until resume(). */
+int gw_exchange_ws_send(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n);
+
+/* Upstream: closes the WebSocket with |code| and |reason|. Detaches the upstream, as
+ * gw_exchange_resp_end() does. */
+void gw_exchange_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
+
+/* Downstream: a piece of a client message (see gw_upstream_ops.ws_message). Returns 1 when
+ * the downstream should stop reading the client until req_drained(). */
+int gw_exchange_ws_message(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n);
+
+/* Downstream: the client closed the WebSocket (see gw_upstream_ops.ws_close). Detaches the
+ * upstream. */
+void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
 
 /* Returns 1 when the client header |name| must not be forwarded upstream: hop-by-hop, named in
  * the Connection field, or an X-Forwarded-*, Forwarded or X-Request-Id field that the gateway

@@ -10,6 +10,7 @@
 #include "gateway/log.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
+#include "gateway/ws.h"
 
 /* Response bytes queued to the client above which the session flushes at once instead of at
  * the end of the loop turn. */
@@ -109,6 +110,8 @@ static size_t write_local(struct gw_conn *c, int status, int close, int head_onl
 
     if (retry_after > 0)
         snprintf(ra, sizeof ra, "Retry-After: %u\r\n", retry_after);
+    else if (status == 426) /* only WebSocket handshakes get it (RFC 6455 §4.4) */
+        snprintf(ra, sizeof ra, "Sec-WebSocket-Version: 13\r\n");
     n = snprintf(buf, sizeof buf,
                  "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                  "%s%s\r\n",
@@ -440,7 +443,10 @@ void gw_h1_start(struct gw_conn *c)
 
 void gw_h1_on_read(struct gw_conn *c)
 {
-    process(c);
+    if (c->h1.state == GW_H1_WS)
+        gw_ws_on_read(c);
+    else
+        process(c);
 }
 
 void gw_h1_on_drain(struct gw_conn *c)
@@ -448,6 +454,10 @@ void gw_h1_on_drain(struct gw_conn *c)
     struct gw_h1 *h = &c->h1;
     struct gw_exchange *x = h->x;
 
+    if (h->state == GW_H1_WS) {
+        gw_ws_on_drain(c);
+        return;
+    }
     if (evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT)
         return;
     if (x != NULL && x->up != NULL) {
@@ -479,6 +489,10 @@ void gw_h1_on_deadline(struct gw_conn *c)
 {
     struct gw_h1 *h = &c->h1;
 
+    if (h->state == GW_H1_WS) {
+        gw_ws_on_deadline(c);
+        return;
+    }
     if (h->state == GW_H1_HEAD) {
         if (evbuffer_get_length(c->st.in) > 0) {
             refuse(c, 408, "request head not received in time (timeouts.header)",
@@ -507,15 +521,21 @@ void gw_h1_on_gone(struct gw_conn *c)
     if (x == NULL)
         return;
     c->h1.x = NULL;
-    if (x->error == NULL && !c->h1.resp_done)
-        x->error = "client closed connection";
-    gw_exchange_cancel(x);
+    if (c->h1.state == GW_H1_WS) {
+        /* A WebSocket that ends without a close frame reads as 1006 to the app. */
+        gw_exchange_ws_closed(x, WS_CLOSE_ABNORMAL, "", 0);
+    } else {
+        if (x->error == NULL && !c->h1.resp_done)
+            x->error = "client closed connection";
+        gw_exchange_cancel(x);
+    }
     gw_exchange_free(x);
 }
 
 void gw_h1_free(struct gw_conn *c)
 {
     gw_h1_on_gone(c);
+    gw_ws_free(c);
 }
 
 void gw_h1_drain(struct gw_conn *c)
@@ -523,6 +543,10 @@ void gw_h1_drain(struct gw_conn *c)
     struct gw_h1 *h = &c->h1;
 
     h->keep_alive = 0;
+    if (h->state == GW_H1_WS) {
+        gw_ws_drain(c);
+        return;
+    }
     /* Only a keep-alive connection idle between requests is closed now. A fresh connection
      * may have a request in the kernel's buffer that we have not read yet: closing it would
      * reset the client; it gets its one response (with Connection: close) instead. */
@@ -548,6 +572,8 @@ static int is_event_stream(const struct gw_resp *r)
     return 0;
 }
 
+static void tunnel_head(struct gw_exchange *x, const struct gw_resp *r);
+
 static void down_head(struct gw_exchange *x, const struct gw_resp *r)
 {
     struct gw_conn *c = x->down_ctx;
@@ -557,6 +583,10 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
     size_t need = 160, n;
     char *p;
 
+    if (r->status == 101 && x->ws) {
+        tunnel_head(x, r);
+        return;
+    }
     if (!h->req_done || c->w->draining)
         h->keep_alive = 0;
     h->resp_chunked = 0;
@@ -669,6 +699,12 @@ static int down_body(struct gw_exchange *x, const char *p, size_t n)
     struct gw_conn *c = x->down_ctx;
     struct gw_h1 *h = &c->h1;
 
+    if (h->state == GW_H1_WS) {
+        struct evbuffer *tmp = c->w->ws_tmp;
+        evbuffer_drain(tmp, evbuffer_get_length(tmp));
+        evbuffer_add(tmp, p, n);
+        return gw_ws_tunnel_out(c, tmp);
+    }
     if (n == 0 || h->head_request)
         return 0;
     if (h->sse) {
@@ -692,6 +728,8 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
     struct gw_h1 *h = &c->h1;
     size_t n = evbuffer_get_length(src);
 
+    if (h->state == GW_H1_WS)
+        return gw_ws_tunnel_out(c, src);
     if (n == 0)
         return 0;
     if (h->head_request) {
@@ -722,6 +760,11 @@ static void down_end(struct gw_exchange *x, const struct h1_header *trailers, si
     struct gw_h1 *h = &c->h1;
 
     gw_conn_enter(c);
+    if (h->state == GW_H1_WS) {
+        gw_ws_tunnel_end(c);
+        gw_conn_leave(c);
+        return;
+    }
     if (h->resp_chunked && !h->head_request) {
         evbuffer_add(c->st.out, "0\r\n", 3);
         for (size_t i = 0; i < ntrailers; i++) {
@@ -746,7 +789,11 @@ static void down_fail(struct gw_exchange *x, int status)
     struct gw_conn *c = x->down_ctx;
 
     gw_conn_enter(c);
-    if (!x->head_sent) {
+    if (c->h1.state == GW_H1_WS) {
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "websocket: %s; closing with 1011",
+                   x->error != NULL ? x->error : "upstream failed");
+        gw_ws_upstream_failed(c);
+    } else if (!x->head_sent) {
         answer_locally(c, status, x->error != NULL ? x->error : "upstream failed");
     } else {
         /* A response cut short must look cut short to the client: what is queued (the head,
@@ -762,6 +809,10 @@ static void down_req_drained(struct gw_exchange *x)
     struct gw_conn *c = x->down_ctx;
     struct gw_h1 *h = &c->h1;
 
+    if (h->state == GW_H1_WS) {
+        gw_ws_resume_reading(c);
+        return;
+    }
     if (!h->paused || evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT)
         return;
     h->paused = 0;
@@ -773,6 +824,120 @@ static void down_req_drained(struct gw_exchange *x)
     }
 }
 
+/* Appends "name: value\r\n" to |out|. */
+static void add_field(struct evbuffer *out, const char *name, size_t nlen, const char *value,
+                      size_t vlen)
+{
+    evbuffer_add(out, name, nlen);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value, vlen);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Fields of the 101 that the gateway writes itself; an upstream's copy is dropped. */
+static int ws_own_field(struct gw_slice name)
+{
+    return h1_is_hop_by_hop(name) || GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Accept") ||
+           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Protocol") ||
+           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Extensions") ||
+           GW_SLICE_EQ_LIT(name, "Content-Length");
+}
+
+static void down_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
+                           const struct h1_header *h, size_t n)
+{
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n";
+    struct gw_conn *c = x->down_ctx;
+    struct evbuffer *out = c->st.out;
+    size_t before = evbuffer_get_length(out);
+    char accept[29], ext[128];
+    size_t elen;
+
+    evbuffer_add(out, head, sizeof head - 1);
+    ws_accept_key(x->ws_hs.key, accept);
+    add_field(out, "Sec-WebSocket-Accept", 20, accept, 28);
+    if (subprotocol.len > 0)
+        add_field(out, "Sec-WebSocket-Protocol", 22, subprotocol.p, subprotocol.len);
+    if (x->ws_hs.deflate && (elen = ws_pmd_response(&x->ws_hs.pmd, ext, sizeof ext)) > 0)
+        add_field(out, "Sec-WebSocket-Extensions", 24, ext, elen);
+    for (size_t i = 0; i < n; i++)
+        if (!ws_own_field(h[i].name))
+            add_field(out, h[i].name.p, h[i].name.len, h[i].value.p, h[i].value.len);
+    evbuffer_add(out, "\r\n", 2);
+    x->status = 101;
+    x->head_sent = 1;
+    x->bytes_out += evbuffer_get_length(out) - before;
+    c->h1.keep_alive = 0;
+    c->h1.state = GW_H1_WS;
+    gw_ws_start(c, 0);
+    if (c->w->draining) /* accepted while the worker drains: it ends like the others */
+        gw_ws_drain(c);
+    gw_conn_flush_soon(c);
+    /* Frames the client sent right behind its handshake are already here. */
+    if (evbuffer_get_length(c->st.in) > 0) {
+        gw_conn_enter(c);
+        gw_ws_on_read(c);
+        gw_conn_leave(c);
+    }
+}
+
+/* An http upstream answered the upgrade with 101: its head goes to the client, and the
+ * connection becomes a tunnel (gateway/ws.c). */
+static void tunnel_head(struct gw_exchange *x, const struct gw_resp *r)
+{
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n";
+    struct gw_conn *c = x->down_ctx;
+    struct evbuffer *out = c->st.out;
+    size_t before = evbuffer_get_length(out);
+
+    evbuffer_add(out, head, sizeof head - 1);
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!h1_is_hop_by_hop(r->headers[i].name) &&
+            !GW_SLICE_EQ_LIT(r->headers[i].name, "Content-Length"))
+            add_field(out, r->headers[i].name.p, r->headers[i].name.len, r->headers[i].value.p,
+                      r->headers[i].value.len);
+    evbuffer_add(out, "\r\n", 2);
+    x->status = 101;
+    x->head_sent = 1;
+    x->bytes_out += evbuffer_get_length(out) - before;
+    if (x->req_body == NULL && (x->req_body = evbuffer_new()) == NULL) {
+        gw_conn_close(c);
+        return;
+    }
+    /* The handshake had no body; from now on req_done means the client half-closed. */
+    x->req_done = 0;
+    c->h1.keep_alive = 0;
+    c->h1.state = GW_H1_WS;
+    gw_ws_start(c, 1);
+    if (c->w->draining)
+        gw_ws_drain(c);
+    gw_conn_flush_soon(c);
+    if (evbuffer_get_length(c->st.in) > 0) {
+        gw_conn_enter(c);
+        gw_ws_on_read(c);
+        gw_conn_leave(c);
+    }
+}
+
+static int down_ws_send(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n)
+{
+    return gw_ws_send(x->down_ctx, flags, p, n);
+}
+
+static void down_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
+{
+    struct gw_conn *c = x->down_ctx;
+
+    gw_conn_enter(c);
+    if (c->h1.state == GW_H1_WS)
+        gw_ws_close(c, code, reason, n);
+    else /* the app refused before accepting (RFC 6455 leaves the status to us) */
+        answer_locally(c, 403, "websocket refused by the upstream");
+    gw_conn_leave(c);
+}
+
 const struct gw_downstream_ops gw_h1_downstream_ops = {
     .head = down_head,
     .body = down_body,
@@ -780,4 +945,7 @@ const struct gw_downstream_ops gw_h1_downstream_ops = {
     .end = down_end,
     .fail = down_fail,
     .req_drained = down_req_drained,
+    .ws_accept = down_ws_accept,
+    .ws_send = down_ws_send,
+    .ws_close = down_ws_close,
 };

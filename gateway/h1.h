@@ -11,18 +11,21 @@
 
 struct gw_conn;
 struct gw_exchange;
+struct gw_ws;
 
 enum gw_h1_state {
     GW_H1_HEAD = 0,   /* waiting for (the rest of) a request head */
     GW_H1_BODY,       /* reading the request body into the exchange */
     GW_H1_WAIT,       /* request read; the response is still coming */
     GW_H1_CLOSING,    /* last response queued; close once written */
+    GW_H1_WS,         /* after a 101: the connection carries a WebSocket (gateway/ws.c) */
 };
 
 /* Embedded in struct gw_conn; lives and dies with it. */
 struct gw_h1 {
     enum gw_h1_state state;
     struct gw_exchange *x;        /* the exchange in progress (owned), or NULL */
+    struct gw_ws *ws;             /* in GW_H1_WS: the WebSocket session (owned) */
     enum h1_body body;            /* framing of the current request body */
     uint64_t body_left;           /* H1_BODY_LENGTH: bytes still to read */
     struct h1_chunked chunked;    /* H1_BODY_CHUNKED decoder */

@@ -383,7 +383,8 @@ int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, cons
     }
     set_nameservers(w, cfg, NULL);
     w->accept_timer = evtimer_new(w->base, on_accept_timer, w);
-    if (w->accept_timer == NULL)
+    w->ws_tmp = evbuffer_new();
+    if (w->accept_timer == NULL || w->ws_tmp == NULL)
         return GW_E_NOMEM;
     w->gate_box = gw_gate_box_new(w->base);
     if (w->gate_box == NULL)
@@ -512,6 +513,8 @@ void gw_worker_join(struct gw_worker *w)
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);
     free(w->hdrs);
+    if (w->ws_tmp != NULL)
+        evbuffer_free(w->ws_tmp);
     event_base_free(w->base);
     pthread_mutex_destroy(&w->lock);
 }

@@ -4,6 +4,7 @@
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <pthread.h>
@@ -53,6 +54,8 @@ struct gw_worker {
     char hex_pairs[256][2];            /* a byte's two hex digits, low nibble first */
     struct h1_header *hdrs;            /* scratch for parsing heads, cfg->limits.headers long */
     size_t hdrs_cap;
+    uint8_t ws_scratch[16384];         /* WebSocket (de)compression output, used within a call */
+    struct evbuffer *ws_tmp;           /* one compressed frame being built, within a call */
     struct gw_access_log *alog;
     struct event *alog_timer;
     struct event *accept_timer;        /* re-enables accepting after running out of fds */

@@ -38,13 +38,14 @@
 #define AS_BACKOFF_MIN_MS 50
 #define AS_BACKOFF_MAX_MS 5000
 #define AS_FILE_STEP (64 * 1024)   /* PATHSEND bytes read per step */
-#define AS_CAPS (ASGI_CAP_TRAILERS | ASGI_CAP_PATHSEND) /* WEBSOCKET: not offered yet */
+#define AS_CAPS (ASGI_CAP_TRAILERS | ASGI_CAP_PATHSEND | ASGI_CAP_WEBSOCKET)
 #define AS_FULL_LOAD ((size_t)1 << 40) /* load of a full or still connecting connection */
 
 static const char R_HEAD_TOO_LARGE[] = "request head too large for the app's max_frame";
 static const char R_RESET[] = "upstream reset the stream";
 static const char R_SHORT[] = "upstream response shorter than its Content-Length";
 static const char R_PATHSEND[] = "cannot send the file of http.response.pathsend";
+static const char R_NO_WS[] = "the app did not offer WEBSOCKET in its HELLO";
 
 /* An intrusive doubly linked list of streams. */
 struct as_list {
@@ -110,6 +111,9 @@ struct as_strm {
     uint64_t deadline_ms;            /* monotonic; 0: no timeout runs */
     uint64_t req_sent;               /* request body bytes sent */
     struct evbuffer *trailers;       /* payloads of TRAILERS frames with MORE, length-prefixed */
+    struct evbuffer *ws_out;         /* WebSocket: the rest of a client message piece that
+                                        waits for credit (at most one piece: the client is not
+                                        read meanwhile) */
     int fd;                          /* PATHSEND file, -1 */
     unsigned tries;                  /* connections this exchange was refused by */
     unsigned busy;
@@ -121,6 +125,16 @@ struct as_strm {
     unsigned in_wants : 1;
     unsigned dead : 1;
     unsigned in_pump : 1, pump_again : 1;
+    unsigned ws : 1;                 /* a websocket stream (x->ws) */
+    unsigned ws_accepted : 1;        /* WS_ACCEPT came: messages flow */
+    unsigned ws_in_msg : 1;          /* a message to the client is open: next piece continues */
+    unsigned ws_out_text : 1;        /* |ws_out| is a piece of a text message */
+    unsigned ws_out_fin : 1;         /* |ws_out| ends its message */
+    unsigned ws_out_stalled : 1;     /* the downstream was told to stop reading the client */
+    unsigned ws_out_pending : 1;     /* a piece (maybe empty) waits in |ws_out| */
+    unsigned ws_in_text : 1;         /* the app's open message is text (latched at its first
+                                        piece: every piece must repeat it, §5.3) */
+    uint32_t ws_utf8;                /* validator state of the app's text message */
 };
 
 /* Owned by the worker's snapshot runtime (see the header). |depth| counts the pool's
@@ -137,6 +151,7 @@ struct gw_asgi_pool {
     struct event *tick;
     struct asgi_header *ah;          /* scratch: decoded or encoded header lists, |nh| long */
     struct h1_header *hh;
+    struct asgi_str *subs;           /* scratch: offered subprotocols, |nh| long */
     size_t nh;
     char *scratch;                   /* lower-cased request names and the decoded path */
     size_t scratch_cap;
@@ -150,6 +165,7 @@ static void conn_lost(struct as_conn *c, const char *why);
 static void conn_connect(struct as_conn *c);
 static void assign(struct as_strm *st, struct as_conn *avoid, int reopen);
 static void pump(struct as_strm *st);
+static void ws_pump(struct as_strm *st);
 static void file_feed(struct as_strm *st);
 
 /* ---- lists and the id table ------------------------------------------------------------ */
@@ -261,6 +277,7 @@ static void pool_destroy(struct gw_asgi_pool *p)
     free(p->servers);
     free(p->ah);
     free(p->hh);
+    free(p->subs);
     free(p->scratch);
     free(p);
 }
@@ -301,10 +318,13 @@ static void send_credit(struct as_conn *c, uint32_t id, uint32_t inc)
     put_frame(c, f, asgi_encode_credit(f, sizeof f, c->max_frame, 0, id, &r));
 }
 
-static void send_disconnect(struct as_conn *c, uint32_t id)
+/* DISCONNECT with |code| (0 for http; the client's close code for a websocket) and the
+ * client's |reason| (at most 123 bytes: it came in a close frame). */
+static void send_disconnect(struct as_conn *c, uint32_t id, unsigned code, const char *reason,
+                            size_t n)
 {
-    uint8_t f[ASGI_FRAME_HDR_LEN + 4];
-    struct asgi_close r = {0, {NULL, 0}};
+    uint8_t f[ASGI_FRAME_HDR_LEN + 4 + 125];
+    struct asgi_close r = {(uint16_t)code, {reason, n < 125 ? n : 125}};
 
     put_frame(c, f, asgi_encode_close(f, sizeof f, c->max_frame, ASGI_DISCONNECT, ASGI_F_END, id,
                                       &r));
@@ -367,6 +387,8 @@ static void strm_free(struct as_strm *st)
         close(st->fd);
     if (st->trailers != NULL)
         evbuffer_free(st->trailers);
+    if (st->ws_out != NULL)
+        evbuffer_free(st->ws_out);
     free(st);
 }
 
@@ -619,12 +641,42 @@ static int write_request(struct as_strm *st)
             r.client_host.len + r.server_host.len;
     for (size_t i = 0; i < nh; i++)
         bound += 4 + p->ah[i].name.len + p->ah[i].value.len;
-    if (bound > ASGI_FRAME_HDR_LEN + c->max_frame)
-        return 431;
-    if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)bound, &v, 1) < 1)
-        return 503;
-    n = asgi_encode_http_request(v.iov_base, bound, c->max_frame, q->has_body ? 0 : ASGI_F_END,
-                                 st->id, &r);
+    if (st->ws) {
+        /* §5.1: no method, ws or wss, then the offered subprotocols (as many as the scratch
+         * holds: an app picks among the first few anyway). */
+        struct asgi_str *sub = p->subs;
+        size_t nsub = 0, room = p->nh;
+
+        r.method = ASTR_LIT("");
+        r.scheme = https ? ASTR_LIT("wss") : ASTR_LIT("ws");
+        for (size_t i = 0; i < q->nheaders; i++) {
+            struct gw_slice tok;
+            size_t pos = 0;
+
+            if (!GW_SLICE_EQ_LIT(q->headers[i].name, "Sec-WebSocket-Protocol"))
+                continue;
+            while (nsub < room && ws_next_token(q->headers[i].value, &pos, &tok)) {
+                sub[nsub++] = astr(tok);
+                bound += 2 + tok.len;
+            }
+        }
+        bound += 2;
+        if (bound > ASGI_FRAME_HDR_LEN + c->max_frame)
+            return 431;
+        if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)bound, &v, 1) < 1)
+            return 503;
+        {
+            struct asgi_ws_connect wc = {r, sub, nsub};
+            n = asgi_encode_ws_connect(v.iov_base, bound, c->max_frame, 0, st->id, &wc);
+        }
+    } else {
+        if (bound > ASGI_FRAME_HDR_LEN + c->max_frame)
+            return 431;
+        if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)bound, &v, 1) < 1)
+            return 503;
+        n = asgi_encode_http_request(v.iov_base, bound, c->max_frame,
+                                     q->has_body ? 0 : ASGI_F_END, st->id, &r);
+    }
     if (n < 0) {
         v.iov_len = 0;
         evbuffer_commit_space(c->s.out, &v, 1);
@@ -739,9 +791,11 @@ static void open_pending(struct as_conn *c)
         st->id = c->next_id;
         st->send_credit = c->credit;
         st->recv_credit = AS_CREDIT;
-        status = write_request(st);
+        status = st->ws && !(c->caps & ASGI_CAP_WEBSOCKET) ? 502 : write_request(st);
         if (status != 0) {
-            const char *why = status == 431 ? R_HEAD_TOO_LARGE : "out of memory";
+            const char *why = status == 431   ? R_HEAD_TOO_LARGE
+                              : status == 502 ? R_NO_WS
+                                              : "out of memory";
 
             st->list = NULL;
             st->conn = NULL;
@@ -757,6 +811,7 @@ static void open_pending(struct as_conn *c)
         if (x->timed && x->up_start_ms == 0)
             x->up_start_ms = gw_now_ms();
         if (!x->req.has_body) {
+            /* A websocket's WS_CONNECT has no END, but no body follows it either. */
             st->end_sent = 1;
             st->deadline_ms = gw_now_ms() + st->pool->u->first_byte_ms;
         } else {
@@ -899,7 +954,8 @@ static void on_response(struct as_conn *c, struct as_strm *st, const struct asgi
     int rc;
 
     if (st->head) {
-        stream_error(st, ASGI_ERR_PROTOCOL, "a second HTTP_RESPONSE");
+        stream_error(st, ASGI_ERR_PROTOCOL,
+                     st->ws_accepted ? "HTTP_RESPONSE after WS_ACCEPT" : "a second HTTP_RESPONSE");
         return;
     }
     rc = asgi_decode_http_response(pl, h->length, &r, p->ah, p->nh);
@@ -950,7 +1006,7 @@ static void on_data(struct as_conn *c, struct as_strm *st, const struct asgi_fra
     uint32_t len = (uint32_t)h->length;
     int paused;
 
-    if (!st->head || ((h->flags & ASGI_F_END) && st->expect_trailers)) {
+    if (!st->head || st->ws_accepted || ((h->flags & ASGI_F_END) && st->expect_trailers)) {
         evbuffer_drain(c->s.in, len);
         stream_error(st, ASGI_ERR_PROTOCOL, "DATA not allowed here");
         return;
@@ -1060,7 +1116,7 @@ static void on_pathsend(struct as_conn *c, struct as_strm *st, const struct asgi
     struct stat sb;
     int fd;
 
-    if (!st->head || st->expect_trailers || !(c->caps & ASGI_CAP_PATHSEND) ||
+    if (!st->head || st->ws_accepted || st->expect_trailers || !(c->caps & ASGI_CAP_PATHSEND) ||
         !(h->flags & ASGI_F_END)) {
         stream_error(st, ASGI_ERR_PROTOCOL, "PATHSEND not allowed here");
         return;
@@ -1161,8 +1217,180 @@ static void on_credit(struct as_strm *st, const struct asgi_frame_header *h, con
         return;
     }
     st->send_credit += cr.increment;
-    if (!st->end_sent)
+    if (st->ws)
+        ws_pump(st);
+    else if (!st->end_sent)
         pump(st);
+}
+
+/* ---- websocket streams (§5) -------------------------------------------------------------- */
+
+/* Sends the client message piece waiting in st->ws_out as far as the app's credit goes; once
+ * it is all out, the downstream may read the client again. */
+static void ws_pump(struct as_strm *st)
+{
+    struct as_conn *c = st->conn;
+
+    if (c == NULL || st->list != &c->open || st->x == NULL)
+        return;
+    while (st->ws_out_pending) {
+        size_t avail = evbuffer_get_length(st->ws_out);
+        size_t n = avail < c->max_frame ? avail : c->max_frame;
+        uint8_t hdr[ASGI_FRAME_HDR_LEN];
+        struct asgi_frame_header h;
+        int last;
+
+        if (avail == 0 && !st->ws_out_fin) {
+            st->ws_out_pending = 0; /* an empty middle piece says nothing */
+            break;
+        }
+        if ((int64_t)n > st->send_credit)
+            n = (size_t)st->send_credit;
+        if (avail > 0 && n == 0)
+            break; /* waits for CREDIT */
+        last = n == avail;
+        h = (struct asgi_frame_header){n, ASGI_WS_MESSAGE,
+                                       (uint8_t)((st->ws_out_text ? ASGI_F_TEXT : 0) |
+                                                 (last && st->ws_out_fin ? 0 : ASGI_F_MORE)),
+                                       st->id};
+        asgi_frame_header_encode(hdr, sizeof hdr, c->max_frame, &h);
+        evbuffer_add(c->s.out, hdr, sizeof hdr);
+        if (n > 0)
+            evbuffer_remove_buffer(st->ws_out, c->s.out, n);
+        st->send_credit -= (int64_t)n;
+        if (last)
+            st->ws_out_pending = 0;
+    }
+    conn_kick(c);
+    if (!st->ws_out_pending && st->ws_out_stalled) {
+        st->ws_out_stalled = 0;
+        st->busy++;
+        gw_exchange_req_drained(st->x);
+        strm_unbusy(st);
+    }
+}
+
+/* The app ended the websocket with WS_CLOSE (or refused it before accepting). */
+static void ws_end(struct as_strm *st, unsigned code, const char *reason, size_t n)
+{
+    struct gw_exchange *x = st->x;
+
+    unlink_conn(st, ASGI_ERR_NONE);
+    st->x = NULL;
+    st->busy++;
+    if (x != NULL)
+        gw_exchange_ws_close(x, code, reason, n);
+    if (--st->busy > 0)
+        st->dead = 1;
+    else
+        strm_free(st);
+}
+
+static void on_ws_accept(struct as_conn *c, struct as_strm *st, const struct asgi_frame_header *h,
+                         uint8_t *pl)
+{
+    struct gw_asgi_pool *p = c->pool;
+    static const struct gw_slice proto_name = {"Sec-WebSocket-Protocol", 22};
+    struct asgi_ws_accept a;
+    struct gw_slice sub;
+    long n;
+    int rc;
+
+    if (!st->ws || st->head) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "WS_ACCEPT not allowed here");
+        return;
+    }
+    rc = asgi_decode_ws_accept(pl, h->length, &a, p->ah, p->nh);
+    if (rc != ASGI_OK) {
+        stream_error(st, rc == ASGI_E_TOO_MANY ? ASGI_ERR_INTERNAL : ASGI_ERR_FRAME_SIZE,
+                     rc == ASGI_E_TOO_MANY ? "WS_ACCEPT over limits.headers fields"
+                                           : "malformed WS_ACCEPT");
+        return;
+    }
+    sub = (struct gw_slice){a.subprotocol.p, a.subprotocol.len};
+    n = to_h1(p, 0, a.n_headers);
+    if (n < 0 || (sub.len > 0 && !h1_field_valid(proto_name, sub))) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "invalid WS_ACCEPT field");
+        return;
+    }
+    st->ws_accepted = 1;
+    st->head = 1;
+    st->deadline_ms = 0; /* a websocket lives as long as both ends want; pings watch it */
+    st->busy++;
+    gw_exchange_ws_accept(st->x, sub, p->hh, (size_t)n);
+    strm_unbusy(st);
+}
+
+static void on_ws_message(struct as_strm *st, const struct asgi_frame_header *h,
+                          const uint8_t *pl)
+{
+    uint32_t len = (uint32_t)h->length;
+    unsigned flags = 0;
+    int paused;
+
+    if (!st->ws_accepted) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "WS_MESSAGE before WS_ACCEPT");
+        return;
+    }
+    if (len > st->recv_credit) {
+        stream_error(st, ASGI_ERR_FLOW, "WS_MESSAGE over the credit");
+        return;
+    }
+    if (!st->ws_in_msg) {
+        flags |= WS_F_FIRST;
+        st->ws_utf8 = WS_UTF8_ACCEPT;
+        st->ws_in_text = (h->flags & ASGI_F_TEXT) != 0;
+    } else if (st->ws_in_text != ((h->flags & ASGI_F_TEXT) != 0)) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "a WS_MESSAGE piece that changes TEXT");
+        return;
+    }
+    if (h->flags & ASGI_F_TEXT) {
+        flags |= WS_F_TEXT;
+        /* The client would fail the connection on bad text (1007): catch it here instead. */
+        if (ws_utf8_feed(&st->ws_utf8, pl, len) != 0 ||
+            (!(h->flags & ASGI_F_MORE) && st->ws_utf8 != WS_UTF8_ACCEPT)) {
+            stream_error(st, ASGI_ERR_PROTOCOL, "a text WS_MESSAGE that is not UTF-8");
+            return;
+        }
+    }
+    if (!(h->flags & ASGI_F_MORE))
+        flags |= WS_F_FIN;
+    st->ws_in_msg = (h->flags & ASGI_F_MORE) != 0;
+    st->recv_credit -= len;
+    st->busy++;
+    paused = gw_exchange_ws_send(st->x, flags, pl, len);
+    if (strm_unbusy(st) || st->x == NULL)
+        return;
+    st->owed += len;
+    if (paused) {
+        st->paused = 1;
+        return;
+    }
+    give_credit(st, AS_CREDIT_BATCH);
+}
+
+static void on_ws_close(struct as_strm *st, const struct asgi_frame_header *h, const uint8_t *pl)
+{
+    struct asgi_close cl;
+    uint32_t u = WS_UTF8_ACCEPT;
+    size_t rlen;
+
+    if (!st->ws || (st->head && !st->ws_accepted)) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "WS_CLOSE not allowed here");
+        return;
+    }
+    if (asgi_decode_close(pl, h->length, &cl) != ASGI_OK) {
+        stream_error(st, ASGI_ERR_FRAME_SIZE, "malformed WS_CLOSE");
+        return;
+    }
+    if (!ws_close_code_valid(cl.code)) {
+        stream_error(st, ASGI_ERR_PROTOCOL, "WS_CLOSE with a code that may not be sent");
+        return;
+    }
+    rlen = cl.reason.len;
+    if (ws_utf8_feed(&u, (const uint8_t *)cl.reason.p, rlen) != 0 || u != WS_UTF8_ACCEPT)
+        rlen = 0; /* a reason is only a courtesy: drop one that is not text */
+    ws_end(st, cl.code, cl.reason.p, rlen);
 }
 
 /* ---- the connection ----------------------------------------------------------------------- */
@@ -1287,7 +1515,8 @@ static void on_frame(struct as_conn *c, const struct asgi_frame_header *h)
     uint8_t *pl;
 
     if (h->type == ASGI_DATA || h->type == ASGI_HTTP_RESPONSE || h->type == ASGI_TRAILERS ||
-        h->type == ASGI_PATHSEND || h->type == ASGI_RESET || h->type == ASGI_CREDIT) {
+        h->type == ASGI_PATHSEND || h->type == ASGI_RESET || h->type == ASGI_CREDIT ||
+        h->type == ASGI_WS_ACCEPT || h->type == ASGI_WS_MESSAGE || h->type == ASGI_WS_CLOSE) {
         if (c->state == AC_HELLO || h->stream == 0 || h->stream >= c->next_id) {
             conn_error(c, ASGI_ERR_PROTOCOL, "a stream frame for a stream never opened");
             return;
@@ -1341,14 +1570,20 @@ static void on_frame(struct as_conn *c, const struct asgi_frame_header *h)
     case ASGI_CREDIT:
         on_credit(st, h, pl);
         break;
+    case ASGI_WS_ACCEPT:
+        on_ws_accept(c, st, h, pl);
+        break;
+    case ASGI_WS_MESSAGE:
+        on_ws_message(st, h, pl);
+        break;
+    case ASGI_WS_CLOSE:
+        on_ws_close(st, h, pl);
+        break;
     case ASGI_HTTP_REQUEST:
     case ASGI_DISCONNECT:
     case ASGI_WS_CONNECT:
-    case ASGI_WS_ACCEPT:
-    case ASGI_WS_MESSAGE:
-    case ASGI_WS_CLOSE:
-        /* The gateway's frames, or WEBSOCKET, which it did not offer: an error of that
-         * stream when it is one of ours, else of the connection. */
+        /* The gateway's frames: an error of that stream when it is one of ours, else of the
+         * connection. */
         if (h->stream == 0 || h->stream >= c->next_id) {
             conn_error(c, ASGI_ERR_PROTOCOL, "a frame the app may not send");
             return;
@@ -1650,6 +1885,7 @@ static void up_start(struct gw_exchange *x)
     st->x = x;
     st->fd = -1;
     st->resp_left = -1;
+    st->ws = x->ws != 0;
     x->up_ctx = st;
     st->deadline_ms = gw_now_ms() + p->u->connect_ms + p->u->first_byte_ms;
     pool_enter(p);
@@ -1678,7 +1914,8 @@ static void up_resume(struct gw_exchange *x)
         if (st->fd >= 0) {
             file_feed(st);
         } else {
-            st->deadline_ms = gw_now_ms() + p->u->read_ms;
+            if (!st->ws_accepted)
+                st->deadline_ms = gw_now_ms() + p->u->read_ms;
             give_credit(st, 1);
         }
     }
@@ -1694,7 +1931,46 @@ static void up_cancel(struct gw_exchange *x)
     pool_enter(p);
     /* The app hears of it as http.disconnect; its later frames for the stream are dropped. */
     if (c != NULL && st->list == &c->open)
-        send_disconnect(c, st->id);
+        send_disconnect(c, st->id, st->ws ? WS_CLOSE_ABNORMAL : 0, NULL, 0);
+    unlink_conn(st, ASGI_ERR_NONE);
+    st->x = NULL;
+    if (st->busy > 0)
+        st->dead = 1;
+    else
+        strm_free(st);
+    pool_leave(p);
+}
+
+static int up_ws_message(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n)
+{
+    struct as_strm *st = x->up_ctx;
+    int stalled;
+
+    if (st->ws_out == NULL && (st->ws_out = evbuffer_new()) == NULL)
+        return 0; /* out of memory: the piece is lost, and the ping or the app notices */
+    pool_enter(st->pool);
+    evbuffer_add(st->ws_out, p, n);
+    st->ws_out_pending = 1;
+    st->ws_out_text = (flags & WS_F_TEXT) != 0;
+    st->ws_out_fin = (flags & WS_F_FIN) != 0;
+    ws_pump(st);
+    /* One piece waits at most: the client is not read until it is out. */
+    stalled = st->ws_out_pending;
+    st->ws_out_stalled = (unsigned)stalled;
+    pool_leave(st->pool);
+    return stalled;
+}
+
+static void up_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
+{
+    struct as_strm *st = x->up_ctx;
+    struct gw_asgi_pool *p = st->pool;
+    struct as_conn *c = st->conn;
+
+    pool_enter(p);
+    /* §5.4: the app hears the client's close as DISCONNECT with its code and reason. */
+    if (c != NULL && st->list == &c->open)
+        send_disconnect(c, st->id, code, reason, n);
     unlink_conn(st, ASGI_ERR_NONE);
     st->x = NULL;
     if (st->busy > 0)
@@ -1709,6 +1985,8 @@ const struct gw_upstream_ops gw_asgi_upstream_ops = {
     .req_body = up_req_body,
     .resume = up_resume,
     .cancel = up_cancel,
+    .ws_message = up_ws_message,
+    .ws_close = up_ws_close,
 };
 
 /* ---- pool --------------------------------------------------------------------------------- */
@@ -1741,6 +2019,7 @@ struct gw_asgi_pool *gw_asgi_pool_new(struct event_base *base, const struct gw_u
     p->nh = cfg->limits.headers + 8;
     p->ah = gw_xcalloc(p->nh, sizeof *p->ah);
     p->hh = gw_xcalloc(p->nh, sizeof *p->hh);
+    p->subs = gw_xcalloc(p->nh, sizeof *p->subs);
     p->tmp = evbuffer_new();
     p->tick = event_new(base, -1, EV_PERSIST, on_tick, p);
     p->nconns = u->nservers * u->connections;

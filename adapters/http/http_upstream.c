@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The http upstream driver: picks a server, sends the request over a pooled keep-alive
- * HTTP/1.1 connection, streams both bodies with backpressure, retries and tracks health. */
+ * HTTP/1.1 connection, streams both bodies with backpressure, retries and tracks health. A
+ * WebSocket handshake is forwarded as an upgrade; on a 101 the connection becomes a byte
+ * tunnel between the client and the server. */
 #include "adapters/http/http_upstream.h"
 
 #include <errno.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include <event2/buffer.h>
@@ -35,6 +38,10 @@
 static const char R_NO_SERVER[] = "no healthy upstream server";
 static const char R_NOMEM[] = "out of memory";
 static const char R_MID_SEND[] = "upstream send timed out mid-response";
+
+/* The hop-by-hop fields of a WebSocket handshake (RFC 6455 §4.1): the client's own were dropped
+ * with the other hop-by-hop fields, as they describe its connection, not this one. */
+static const char WS_UPGRADE_FIELDS[] = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
 
 /* One resolved address of a server. */
 struct hu_addr {
@@ -101,11 +108,14 @@ struct hu_job {
     uint64_t body_taken;                /* request body bytes moved out of x->req_body */
     unsigned interim;                   /* 1xx responses skipped */
     unsigned head_queued : 1;           /* the request head is in the out buffer */
-    unsigned req_sent : 1;              /* the whole request is in the out buffer */
+    unsigned req_sent : 1;              /* the whole request is in the out buffer (a
+                                           tunnel's bytes never end: 0 again after a 101) */
     unsigned got_byte : 1;              /* a response byte arrived */
     unsigned paused : 1;                /* the downstream asked us to stop reading */
     unsigned resp_keep_alive : 1;
     unsigned in_pump : 1, pump_again : 1;
+    unsigned tunnel : 1;                /* after a 101: bytes pass as they are both ways */
+    unsigned shut_wr : 1;               /* tunnel: the client's half-close was passed on */
 };
 
 /* One connection to a server. Owned by the pool: while idle it is on its server's idle list;
@@ -481,7 +491,7 @@ static int write_head(struct hu_conn *c)
     int had_cl = 0;
 
     cap = r->method.len + r->path.len + r->host.len + f->xff.len + f->proto.len + f->fhost.len +
-          f->forwarded.len + f->request_id.len + 256;
+          f->forwarded.len + f->request_id.len + sizeof WS_UPGRADE_FIELDS + 256;
     for (size_t i = 0; i < r->nheaders; i++)
         cap += r->headers[i].name.len + r->headers[i].value.len + 4;
     if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)cap, &v, 1) < 1 || v.iov_len < cap)
@@ -511,6 +521,8 @@ static int write_head(struct hu_conn *c)
     w = PUT_FIELD(w, "X-Forwarded-Host: ", f->fhost);
     w = PUT_FIELD(w, "Forwarded: ", f->forwarded);
     w = PUT_FIELD(w, "X-Request-Id: ", f->request_id);
+    if (x->ws)
+        w = PUT_LIT(w, WS_UPGRADE_FIELDS);
     if (r->has_body && r->chunked) {
         w = PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
     } else if (r->has_body || had_cl) {
@@ -545,9 +557,15 @@ static int replay_add(struct hu_job *j, struct evbuffer *src, size_t n)
     return n == 0 ? 0 : -1;
 }
 
+/* Bytes waiting in x->req_body. A tunnel may start before the downstream created it. */
+static size_t req_pending(const struct gw_exchange *x)
+{
+    return x->req_body != NULL ? evbuffer_get_length(x->req_body) : 0;
+}
+
 /* Moves request body bytes into the out buffer up to GW_BODY_HIWAT pending, framing them when
- * chunked, and marks the request sent once it all went. Returns the body bytes taken, or -1
- * when out of memory. */
+ * chunked, and marks the request sent once it all went; a tunnel's bytes go as they are and
+ * never end. Returns the body bytes taken, or -1 when out of memory. */
 static ev_ssize_t move_body(struct hu_conn *c)
 {
     struct gw_exchange *x = c->x;
@@ -557,13 +575,13 @@ static ev_ssize_t move_body(struct hu_conn *c)
     int chunked = x->req.chunked;
 
     while (pending < GW_BODY_HIWAT) {
-        size_t n = evbuffer_get_length(x->req_body), room = GW_BODY_HIWAT - pending;
+        size_t n = req_pending(x), room = GW_BODY_HIWAT - pending;
         char line[24];
         int moved;
 
         if (n > room)
             n = room;
-        if (!chunked && n > x->req.content_length - j->body_taken)
+        if (!chunked && !j->tunnel && n > x->req.content_length - j->body_taken)
             n = (size_t)(x->req.content_length - j->body_taken);
         if (n == 0)
             break;
@@ -588,6 +606,8 @@ static ev_ssize_t move_body(struct hu_conn *c)
         took += n;
         j->body_taken += n;
     }
+    if (j->tunnel)
+        return (ev_ssize_t)took;
     if (chunked ? x->req_done && evbuffer_get_length(x->req_body) == 0
                 : j->body_taken >= x->req.content_length) {
         /* Request trailers are not forwarded: the last chunk has none. */
@@ -615,8 +635,23 @@ enum hu_fail {
 
 static void conn_fail(struct hu_conn *c, enum hu_fail kind, int err, const char *what);
 
-/* Sends what can be sent of the request body and tells the downstream. Re-entrant calls (the
- * downstream pushing more body from inside req_drained) only ask the outer loop to go again. */
+/* The client half-closed the tunnel: pass that on once every byte it sent went out, so that
+ * the server reads them all and may still answer (a WebSocket server's closing frame). */
+static void tunnel_half_close(struct hu_conn *c)
+{
+    struct hu_job *j = &c->job;
+
+    if (j->shut_wr || !c->x->req_done || req_pending(c->x) > 0 ||
+        evbuffer_get_length(c->s.out) > 0)
+        return;
+    j->shut_wr = 1;
+    if (shutdown(c->s.fd, SHUT_WR) != 0)
+        conn_fail(c, F_CLOSED, errno, "cannot pass the client's half-close on");
+}
+
+/* Sends what can be sent of the request body (or tunnel bytes) and tells the downstream.
+ * Re-entrant calls (the downstream pushing more from inside req_drained) only ask the outer
+ * loop to go again. */
 static void pump_body(struct hu_conn *c)
 {
     struct gw_exchange *x = c->x;
@@ -650,10 +685,12 @@ static void pump_body(struct hu_conn *c)
         /* A socket that takes everything at once reports no drain later: while bytes move,
          * keep moving them, or a full x->req_body would wait forever. */
         if ((took > 0 || wrote) && !j->req_sent &&
-            evbuffer_get_length(c->s.out) < GW_BODY_HIWAT && evbuffer_get_length(x->req_body) > 0)
+            evbuffer_get_length(c->s.out) < GW_BODY_HIWAT && req_pending(x) > 0)
             j->pump_again = 1;
     } while (j->pump_again);
     j->in_pump = 0;
+    if (j->tunnel)
+        tunnel_half_close(c);
 }
 
 /* The connection is ready (connected, or taken from the idle list): send the head and what
@@ -1019,8 +1056,20 @@ static void deliver_body(struct hu_conn *c)
     }
 }
 
-/* Parses the response head from the input. Returns 1 when the body phase began (and the
- * exchange is still bound), else 0 (need more, finished, failed or cancelled). */
+/* A 101 answers only a WebSocket handshake, and must switch to websocket (RFC 6455 §4.1):
+ * the downstream announces that protocol to the client itself. */
+static int switch_ok(const struct gw_exchange *x, const struct h1_header *h, size_t n)
+{
+    if (!x->ws)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (GW_SLICE_EQ_LIT(h[i].name, "upgrade") && h1_list_has(h[i].value, "websocket", 9))
+            return 1;
+    return 0;
+}
+
+/* Parses the response head from the input. Returns 1 when the body phase (or the tunnel)
+ * began and the exchange is still bound, else 0 (need more, finished, failed or cancelled). */
 static int parse_head(struct hu_conn *c)
 {
     struct gw_exchange *x = c->x;
@@ -1040,6 +1089,7 @@ static int parse_head(struct hu_conn *c)
         struct h1_header *hdrs = stack_hdrs, *heap = NULL;
         struct h1_response resp;
         struct gw_resp r;
+        enum h1_body mode;
         const char *p;
         int rc;
 
@@ -1060,15 +1110,16 @@ static int parse_head(struct hu_conn *c)
         }
         if (rc == H1_INCOMPLETE && len < lim.header_bytes)
             return 0;
-        if (rc < 0 || resp.status == 101) {
+        if (rc < 0 || (resp.status == 101 && !switch_ok(x, hdrs, resp.nheaders))) {
             free(heap);
             conn_fail(c, F_PROTO, 0,
                       rc == H1_INCOMPLETE ? "response head too large"
                       : rc < 0            ? (resp.err ? resp.err : "malformed response head")
-                                          : "101 Switching Protocols was not asked for");
+                      : !x->ws            ? "101 Switching Protocols was not asked for"
+                                          : "101 Switching Protocols not to websocket");
             return 0;
         }
-        if (resp.status < 200) {
+        if (resp.status < 200 && resp.status != 101) {
             /* Interim (100, 102, 103, ...): the gateway answers 100-continue itself and does
              * not relay the others. */
             free(heap);
@@ -1081,20 +1132,34 @@ static int parse_head(struct hu_conn *c)
         }
 
         c->srv->fails = 0;
+        /* After a 101 the server's bytes are a body that runs until it closes: the
+         * connection is never reused. */
+        mode = resp.status == 101 ? H1_BODY_UNTIL_CLOSE : resp.body;
         j->phase = PH_BODY;
-        j->mode = resp.body;
-        j->remaining = resp.body == H1_BODY_LENGTH ? resp.content_length : 0;
-        j->resp_keep_alive = resp.keep_alive && resp.body != H1_BODY_UNTIL_CLOSE;
+        j->mode = mode;
+        j->remaining = mode == H1_BODY_LENGTH ? resp.content_length : 0;
+        j->resp_keep_alive = resp.keep_alive && mode != H1_BODY_UNTIL_CLOSE;
         j->dec.max_trailer_bytes = lim.header_bytes;
+        if (resp.status == 101) {
+            /* Set before the head goes down: the downstream may hand over client bytes from
+             * inside it. Its request was done (no body); from here req_done means that the
+             * client half-closed. */
+            j->tunnel = 1;
+            j->req_sent = 0;
+            x->req_done = 0;
+            /* An idle WebSocket is the gateway's pings' business downstream; timeouts.read
+             * would cut every quiet one. The send timeout still guards a stuck server. */
+            rto_change(c, 0);
+        }
 
         r.status = resp.status;
         r.reason = resp.reason;
         r.headers = hdrs;
         r.nheaders = h1_drop_hop_by_hop(hdrs, resp.nheaders);
-        r.has_body = resp.body != H1_BODY_NONE;
+        r.has_body = mode != H1_BODY_NONE;
         /* Without a body the length is 0 only when the server said so (Content-Length: 0);
          * for HEAD, 204 and 304 it is unknown here (the field itself is passed on). */
-        if (resp.body == H1_BODY_LENGTH)
+        if (mode == H1_BODY_LENGTH)
             r.content_length = (int64_t)resp.content_length;
         else if (r.has_body || x->req.head || resp.status == 204 || resp.status == 304)
             r.content_length = -1;
@@ -1102,8 +1167,8 @@ static int parse_head(struct hu_conn *c)
             r.content_length = 0;
         /* Nothing more to come, or all of it already read: the body and the end follow in
          * this callback (see deliver_body), and the client gets one write. */
-        r.whole = resp.body == H1_BODY_NONE ||
-                  (resp.body == H1_BODY_LENGTH &&
+        r.whole = mode == H1_BODY_NONE ||
+                  (mode == H1_BODY_LENGTH &&
                    evbuffer_get_length(in) - (size_t)rc >= resp.content_length);
         gw_exchange_resp_head(x, &r);
         free(heap);
@@ -1209,7 +1274,9 @@ static void conn_on_event(struct gw_stream *s, enum gw_stream_what what, void *a
         if (c->connecting)
             conn_fail(c, F_CONNECT_TIMEOUT, 0, "connect timed out");
         else
-            conn_fail(c, F_SEND_TIMEOUT, 0, "request not taken within timeouts.send");
+            conn_fail(c, F_SEND_TIMEOUT, 0,
+                      j->tunnel ? "tunnel bytes not taken within timeouts.send"
+                                : "request not taken within timeouts.send");
         break;
     }
     pool_leave(p);
