@@ -261,7 +261,7 @@ echo "demo: starting gatehouse ($BIN -c $CONFIG); Ctrl-C stops everything" >&2
 "$BIN" -c "$CONFIG" &
 gw_pid=$!
 echo "demo: serving http://localhost:$LISTEN_PORT/ /http/ /wsgi/ /wsgi/events /legacy/" \
-    "/asgi/ /asgi/events" >&2
+    "/asgi/ /asgi/events /asgi/ws" >&2
 
 # `wait` returns early when a trapped signal arrives; the trap then stops every process.
 wait "$gw_pid"

@@ -11,6 +11,9 @@ stay right.
   /               which server and worker answered, the ASGI scope as the app received it and
                   the lifespan state its worker set at startup (?format=json for JSON)
   /events         Server-Sent Events: ?n= events (default 5, at most 30), one per second
+  /ws             a WebSocket echo: a first text message names the server and worker pid,
+                  then every text message comes back as the same text, every binary one as
+                  the same bytes, until the client closes (subprotocol "echo" if offered)
   /items/{id}     FastAPI routing and validation: JSON for an integer id (?q= echoed), 422
                   for anything else
   /openapi.json   the schema FastAPI generates (its /docs and /redoc pages load scripts from
@@ -27,7 +30,7 @@ import sys
 import time
 from typing import Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 
@@ -93,6 +96,12 @@ stream of frames on one of them; the app gets the ASGI events and never parses H
 generator; the gateway streams them as they come. Try <code>curl -N {host}{events}</code>, or
 <button onclick="watch()">watch them here</button></p>
 <pre id="log"></pre>
+<h2>A WebSocket echo</h2>
+<p><code>{ws}</code> is a WebSocket: the gateway does the handshake and the framing, and the
+app gets <code>websocket.receive</code> events, one per whole message. It greets you with the
+worker's pid, then sends back every message as it came.</p>
+<p><input id="msg" value="hello" size="30"> <button onclick="say()">send</button></p>
+<pre id="wslog"></pre>
 <h2>FastAPI routing</h2>
 <ul>
 <li><a href="{item}">{item}</a> and <a href="{item_q}">{item_q}</a>: a path parameter and a
@@ -106,6 +115,23 @@ function watch() {{
   const log = document.getElementById("log"), es = new EventSource("{events}");
   es.onmessage = (e) => {{ log.textContent += e.data + "\\n"; }};
   es.addEventListener("end", () => es.close());
+}}
+const ROOT = {root};
+let ws = null;
+function say() {{
+  const log = document.getElementById("wslog"), text = document.getElementById("msg").value;
+  const show = (line) => {{ log.textContent += line + "\\n"; }};
+  if (ws === null || ws.readyState > WebSocket.OPEN) {{
+    ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host
+                       + ROOT + "/ws", ["echo"]);
+    ws.onmessage = (e) => show("< " + e.data);
+    ws.onclose = (e) => show("closed (" + e.code + ")");
+  }}
+  if (ws.readyState === WebSocket.OPEN) {{
+    ws.send(text); show("> " + text);
+  }} else {{
+    ws.addEventListener("open", () => {{ ws.send(text); show("> " + text); }}, {{once: true}});
+  }}
 }}
 </script>
 </body></html>
@@ -156,6 +182,8 @@ async def index(request: Request, format: Optional[str] = None):
         scope_rows=scope_rows, header_rows=rows(info["headers"]),
         host=html.escape(request.headers.get("host", "localhost:8080")),
         events=html.escape(link(request, "events")),
+        ws=html.escape(s.get("root_path", "") + "/ws"),
+        root=json.dumps(s.get("root_path", "")).replace("<", "\\u003c"),
         item=html.escape(item), item_q=html.escape(item + "?q=hello"),
         item_bad=html.escape(link(request, "read_item", item_id="abc")),
         openapi=html.escape(s.get("root_path", "") + app.openapi_url)))
@@ -176,6 +204,25 @@ async def events(n: int = 5):
 
     return StreamingResponse(generate(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
+
+
+@app.websocket("/ws")
+async def ws_echo(websocket: WebSocket):
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol="echo" if "echo" in offered else None)
+    try:
+        await websocket.send_text("connected to %s, worker pid %d: every message comes back"
+                                  % (server_name(), os.getpid()))
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            elif message.get("bytes") is not None:
+                await websocket.send_bytes(message["bytes"])
+    except (WebSocketDisconnect, OSError):
+        pass   # the client went away while we sent (gatehouse.asgi: ClientDisconnected)
 
 
 @app.get("/items/{item_id}")

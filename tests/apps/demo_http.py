@@ -41,8 +41,11 @@ DEMOS = [
      "state.", True),
     ("/asgi/events", "Server-Sent Events from that FastAPI app's async generator, streamed "
      "through event by event.", True),
-    ("/asgi/ws", "A WebSocket echo from FastAPI.", False),
+    ("/asgi/ws", "A WebSocket echo from FastAPI: try it below.", True),
 ]
+
+# A WebSocket is no page to open: its row links the live box further down instead.
+LINKS = {"/asgi/ws": "#live"}
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -59,6 +62,8 @@ PAGE = """<!doctype html>
  tr.fwd td {{ background: #eef6ff; }}
  .soon {{ color: #888; }}
  .tag {{ font-size: 12px; border: 1px solid #aaa; border-radius: 3px; padding: 0 .3rem; }}
+ .box {{ border: 1px solid #ddd; padding: .5rem; margin: .5rem 0; }}
+ .box pre {{ min-height: 3rem; max-height: 12rem; overflow: auto; margin: .5rem 0 0; }}
 </style>
 </head>
 <body>
@@ -86,7 +91,7 @@ def index():
     for path, what, live in DEMOS:
         if live:
             rows.append('<tr><td><a href="%s"><code>%s</code></a></td><td>%s</td></tr>'
-                        % (path, path, html.escape(what)))
+                        % (LINKS.get(path, path), path, html.escape(what)))
         else:
             rows.append('<tr class="soon"><td><code>%s</code></td><td>%s '
                         '<span class="tag">coming with a later capability</span></td></tr>'
@@ -133,17 +138,71 @@ the app receives as <code>SCRIPT_NAME</code>.</p>
  Try <code>curl -N localhost:8080/wsgi/events</code>.</li>
 </ul>
 
+<h2 id="live">WebSocket and Server-Sent Events</h2>
+<p>The gateway does the WebSocket handshake and framing itself and hands the FastAPI app
+one <code>websocket.receive</code> event per whole message; it streams
+<code>text/event-stream</code> responses event by event. Both boxes below talk to the
+<a href="/asgi/">/asgi/</a> app live, through the gateway.</p>
+<div class="box">
+<b>WebSocket echo</b> <code>/asgi/ws</code> &mdash; the app greets you with its worker's pid,
+then sends back every message as it came.<br>
+<input id="ws-msg" value="hello" size="30"> <button id="ws-send">send</button>
+<pre id="ws-log"></pre>
+</div>
+<div class="box">
+<b>Server-Sent Events</b> <code>/asgi/events</code> &mdash; five events, one per second, then
+an <code>end</code> event, after which the page stops listening (an
+<code>EventSource</code> would otherwise reconnect).<br>
+<button id="sse-start">listen</button>
+<pre id="sse-log"></pre>
+</div>
+
 <h2>Things to try</h2>
 <pre>
 curl -i localhost:8080/http/headers
 curl -N localhost:8080/http/stream?n=5&amp;interval=1
 curl -N localhost:8080/wsgi/events?n=3
+curl -N localhost:8080/asgi/events?n=3
+python3 -m websockets ws://localhost:8080/asgi/ws   # an interactive WebSocket client
 curl localhost:8080/legacy/?format=json
 curl -i localhost:8080/no/such/route     # 404 from the gateway itself, if no route matches
 curl -i localhost:8080/http/../etc       # 400: dot segments are refused (use --path-as-is)
 </pre>
-""".format(rows="\n".join(rows))
+""".format(rows="\n".join(rows)) + LIVE_SCRIPT
     return page("gatehouse demo", body)
+
+
+# The live boxes of the index page. Plain JavaScript, no library: the page works offline.
+LIVE_SCRIPT = """
+<script>
+(function () {
+  const wsLog = document.getElementById("ws-log"), sseLog = document.getElementById("sse-log");
+  const show = (log, line) => { log.textContent += line + "\\n"; log.scrollTop = 1e9; };
+  let ws = null;
+  document.getElementById("ws-send").onclick = () => {
+    const text = document.getElementById("ws-msg").value;
+    const send = () => { ws.send(text); show(wsLog, "> " + text); };
+    if (ws === null || ws.readyState > WebSocket.OPEN) {
+      ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host
+                         + "/asgi/ws", ["echo"]);
+      ws.onopen = () => show(wsLog, "open (subprotocol " + (ws.protocol || "none") + ")");
+      ws.onmessage = (e) => show(wsLog, "< " + e.data);
+      ws.onclose = (e) => show(wsLog, "closed (" + e.code + ")");
+    }
+    if (ws.readyState === WebSocket.OPEN) send();
+    else ws.addEventListener("open", send, {once: true});
+  };
+  let es = null;
+  document.getElementById("sse-start").onclick = () => {
+    if (es !== null) es.close();
+    es = new EventSource("/asgi/events");
+    es.onmessage = (e) => show(sseLog, e.data);
+    es.addEventListener("end", (e) => { show(sseLog, "end: " + e.data); es.close(); });
+    es.onerror = () => { show(sseLog, "error: the stream broke off"); es.close(); };
+  };
+})();
+</script>
+"""
 
 
 @app.route("/http/headers")

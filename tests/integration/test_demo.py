@@ -5,6 +5,7 @@ path of DESIGN.md that has landed, and SIGTERM to the script stops every process
 The tests share one demo (a module fixture) and run in file order: the last one stops it.
 Every wait is bounded; every process is stopped by its PID."""
 
+import asyncio
 import json
 import os
 import re
@@ -207,8 +208,12 @@ def test_index_links_every_demo(demo):
     assert r.header("Content-Type").startswith("text/html")
     for path in ("/http/", "/wsgi/", "/wsgi/events", "/legacy/", "/asgi/", "/asgi/events"):
         assert ('href="%s"' % path).encode() in r.body, path
-    # WebSockets come with a later issue: listed as coming, not linked.
-    assert b"/asgi/ws" in r.body and b'href="/asgi/ws"' not in r.body
+    # The live boxes: a WebSocket to /asgi/ws and an EventSource on /asgi/events.
+    assert b'+ "/asgi/ws"' in r.body and b'new EventSource("/asgi/events")' in r.body
+    # A WebSocket is no page: its row links the live box, not the path.
+    assert b'href="/asgi/ws"' not in r.body and b'href="#live"' in r.body
+    # /wsgi/ws comes with a later issue: listed as coming, not linked.
+    assert b"/wsgi/ws" in r.body and b'href="/wsgi/ws"' not in r.body
 
 
 def test_http_is_gunicorn_with_the_prefix_stripped(demo):
@@ -305,6 +310,36 @@ def test_asgi_items_is_fastapi_routing(demo):
 
 def test_asgi_events_arrive_one_by_one(demo):
     check_events_arrive_one_by_one(demo, "/asgi/events?n=3", "gatehouse.asgi")
+
+
+def test_asgi_ws_echoes_through_the_gateway(demo):
+    import websockets   # Debian's python3-websockets (10.4)
+
+    async def session():
+        uri = "ws://127.0.0.1:%d/asgi/ws" % demo.port
+        async with websockets.connect(uri, subprotocols=["echo"], open_timeout=10,
+                                      close_timeout=5) as ws:
+            greeting = await ws.recv()
+            echoed = []
+            for message in ("h\u00e9llo, gateway", b"\x00\xffbytes\x80"):
+                await ws.send(message)
+                echoed.append(await ws.recv())
+        return ws.subprotocol, greeting, echoed, ws.close_code
+
+    try:
+        subprotocol, greeting, echoed, close_code = asyncio.run(
+            asyncio.wait_for(session(), timeout=20))
+    except Exception as e:
+        raise AssertionError("WebSocket to /asgi/ws: %r\n%s" % (e, demo.stderr()))
+    assert subprotocol == "echo", subprotocol
+    assert isinstance(greeting, str) and "gatehouse.asgi" in greeting, greeting
+    pid = int(re.search(r"pid (\d+)", greeting).group(1))
+    assert proc_stat(pid)[1] == demo.master("gatehouse.asgi"), \
+        "pid %d is not a worker of gatehouse.asgi" % pid
+    assert echoed == ["h\u00e9llo, gateway", b"\x00\xffbytes\x80"], echoed
+    assert close_code == 1000, close_code
+    page = get(demo, "/asgi/").body.decode()
+    assert "/asgi/ws</code>" in page and 'const ROOT = "/asgi";' in page
 
 
 # ----------------------------------------------------------------------------------------
