@@ -105,6 +105,8 @@ bench:
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	$(PYTHON) tests/bench/bench_asgi.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
+	$(PYTHON) tests/bench/bench_ws.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
+	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	exit $$st
 
 clean:

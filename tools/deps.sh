@@ -9,7 +9,7 @@ testpk="libcriterion-dev clang libclang-rt-14-dev curl python3-pytest python3-fl
         uwsgi uwsgi-plugin-python3 python3-fastapi python3-uvicorn python3-uvloop python3-httptools
         python3-websockets"
 run="gunicorn python3-flask curl uwsgi uwsgi-plugin-python3 python3-fastapi"
-bench="nginx wrk valgrind strace python3-uvicorn python3-uvloop python3-httptools"
+bench="nginx wrk valgrind strace python3-uvicorn python3-uvloop python3-httptools python3-websockets"
 
 case "${1:-build}" in
 build) want="$build" ;;
