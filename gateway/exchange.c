@@ -14,6 +14,7 @@
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/log.h"
 #include "gateway/router.h"
+#include "gateway/woh.h"
 #include "gateway/worker.h"
 
 static uint64_t wall_us(void)
@@ -345,7 +346,7 @@ static int websocket_check(struct gw_exchange *x, const struct gw_route_conf *ro
         return 400;
     }
     /* An http upstream speaks WebSocket itself and agrees its extensions with the client. */
-    pmd.enabled = wc->deflate && route->upstream->protocol == GW_PROTO_ASGI;
+    pmd.enabled = wc->deflate && route->upstream->protocol != GW_PROTO_HTTP;
     pmd.max_window_bits = (uint8_t)wc->deflate_window_bits;
     pmd.no_context_takeover = wc->deflate_no_context_takeover;
     status = ws_handshake_check(x->req.method, x->req.minor, x->req.headers, x->req.nheaders,
@@ -356,12 +357,20 @@ static int websocket_check(struct gw_exchange *x, const struct gw_route_conf *ro
         x->error = "websocket origin not allowed";
         return 403;
     }
-    if (route->upstream->protocol == GW_PROTO_UWSGI) {
-        x->error = "websocket to a uwsgi upstream is not supported yet";
-        return 501;
-    }
     x->ws = 1;
     return 0;
+}
+
+static const struct gw_upstream_ops *driver_of(const struct gw_route_conf *route)
+{
+    switch (route->upstream->protocol) {
+    case GW_PROTO_UWSGI:
+        return &gw_uwsgi_upstream_ops;
+    case GW_PROTO_ASGI:
+        return &gw_asgi_upstream_ops;
+    default:
+        return &gw_http_upstream_ops;
+    }
 }
 
 int gw_exchange_start(struct gw_exchange *x)
@@ -395,19 +404,47 @@ int gw_exchange_start(struct gw_exchange *x)
         x->error = "upstream pool unavailable (out of memory at reload)";
         return 503;
     }
-    switch (route->upstream->protocol) {
-    case GW_PROTO_UWSGI:
-        x->up = &gw_uwsgi_upstream_ops;
-        break;
-    case GW_PROTO_ASGI:
-        x->up = &gw_asgi_upstream_ops;
-        break;
-    default:
-        x->up = &gw_http_upstream_ops;
-        break;
-    }
+    /* A blocking pool cannot hold a WebSocket: it gets one short request per batch. */
+    x->up = x->ws && route->upstream->protocol == GW_PROTO_UWSGI ? &gw_woh_upstream_ops
+                                                                 : driver_of(route);
     x->up->start(x);
     return 0;
+}
+
+struct gw_exchange *gw_exchange_new_call(const struct gw_call *call, struct evbuffer *body,
+                                         const struct gw_downstream_ops *down, void *down_ctx)
+{
+    struct gw_exchange *x = gw_xcalloc(1, sizeof *x);
+
+    x->quiet = 1;
+    x->queue_us = -1;
+    x->w = call->w;
+    x->snap = gw_wsnap_ref(call->snap);
+    x->cfg = call->snap->cfg;
+    x->route = call->route;
+    x->pool = call->pool;
+    x->req = *call->req;
+    x->fwd = *call->fwd;
+    x->log_ctx = call->log_ctx;
+    x->scheme = call->scheme;
+    x->down = down;
+    x->down_ctx = down_ctx;
+    x->req_body = evbuffer_new();
+    if (x->req_body == NULL || evbuffer_add_buffer(x->req_body, body) != 0) {
+        gw_log_error("out of memory");
+        abort();
+    }
+    x->req.content_length = evbuffer_get_length(x->req_body);
+    x->req.has_body = x->req.content_length > 0;
+    x->req.chunked = 0;
+    x->req_done = 1;
+    return x;
+}
+
+void gw_exchange_start_call(struct gw_exchange *x)
+{
+    x->up = driver_of(x->route);
+    x->up->start(x);
 }
 
 void gw_exchange_req_body(struct gw_exchange *x)
@@ -566,7 +603,7 @@ void gw_exchange_free(struct gw_exchange *x)
 {
     if (x == NULL)
         return;
-    if (x->cfg->log.access != GW_ACCESS_OFF && x->w->alog != NULL) {
+    if (!x->quiet && x->cfg->log.access != GW_ACCESS_OFF && x->w->alog != NULL) {
         struct gw_access_rec r;
         uint64_t now = wall_us();
         const char *server = x->server != NULL ? x->server : "";

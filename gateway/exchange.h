@@ -117,6 +117,10 @@ struct gw_upstream_ops {
     void (*ws_close)(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
 };
 
+/* ws_send() flags for a control frame, sent between the frames of messages. */
+#define GW_WS_PING 0x100
+#define GW_WS_PONG 0x200
+
 /* Downstream session: the exchange calls these. */
 struct gw_downstream_ops {
     void (*head)(struct gw_exchange *x, const struct gw_resp *r);
@@ -136,7 +140,8 @@ struct gw_downstream_ops {
     void (*ws_accept)(struct gw_exchange *x, struct gw_slice subprotocol,
                       const struct h1_header *h, size_t n);
     /* A piece of a message for the client (WS_F_* flags; FIRST on the first piece, FIN on the
-     * last), borrowed. Returns 1 when the sender should pause until resume(). */
+     * last), or with GW_WS_PING or GW_WS_PONG a control frame whose payload (at most 125
+     * bytes) is |p|, borrowed. Returns 1 when the sender should pause until resume(). */
     int (*ws_send)(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n);
     /* The upstream closes the WebSocket with |code| (valid to send) and |reason|, borrowed. */
     void (*ws_close)(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
@@ -187,6 +192,7 @@ struct gw_exchange {
                                               concurrency; -1 when it never asked for one */
     unsigned retry_after_s;                /* with a 503 of the upstream side: Retry-After */
     uint64_t bytes_in, bytes_out;
+    int quiet;                             /* a call of the gateway's own: no access log */
     char *upath_buf;                       /* req.path.len + 2 bytes of the exchange's block:
                                               req.path when the route strips a prefix */
 };
@@ -198,6 +204,29 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
                                     const struct h1_request *r, const struct gw_client *client,
                                     const char *log_ctx, const struct gw_downstream_ops *down,
                                     void *down_ctx);
+
+/* What a call the gateway makes on its own behalf needs (WebSocket-over-HTTP: gateway/woh.c).
+ * Everything is borrowed and must outlive the calls made with it. */
+struct gw_call {
+    struct gw_worker *w;
+    struct gw_wsnap *snap;
+    const struct gw_route_conf *route;
+    void *pool;                            /* the route's per-worker upstream state */
+    const struct gw_req *req;              /* the request head to send */
+    const struct gw_forwarded *fwd;
+    const char *log_ctx;
+    const char *scheme;
+};
+
+/* Creates an exchange for a call described by |call|, with no client behind it and no access
+ * log line. |body| (not NULL) is the whole request body: its bytes are moved out of it. The
+ * caller owns the exchange (gw_exchange_free()) and starts it with gw_exchange_start_call(). */
+struct gw_exchange *gw_exchange_new_call(const struct gw_call *call, struct evbuffer *body,
+                                         const struct gw_downstream_ops *down, void *down_ctx);
+
+/* Starts the upstream of a call made by gw_exchange_new_call(). Its downstream ops may run
+ * before this returns (a failure found at once). */
+void gw_exchange_start_call(struct gw_exchange *x);
 
 /* Routes x and starts its upstream. Returns 0, or an HTTP status (404 no route, 400 unsafe
  * path) for the downstream to answer itself; no upstream is attached then. */

@@ -116,7 +116,29 @@ void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     w->nconns--;
-    if (w->draining && w->nconns == 0)
+    if (w->draining && w->nconns == 0 && w->tasks == NULL)
+        event_base_loopexit(w->base, NULL);
+}
+
+void gw_worker_task_add(struct gw_worker *w, struct gw_worker_task *t)
+{
+    t->prev = NULL;
+    t->next = w->tasks;
+    if (w->tasks != NULL)
+        w->tasks->prev = t;
+    w->tasks = t;
+}
+
+void gw_worker_task_remove(struct gw_worker *w, struct gw_worker_task *t)
+{
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        w->tasks = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    if (w->draining && w->nconns == 0 && w->tasks == NULL)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -273,7 +295,7 @@ static void start_drain(struct gw_worker *w)
         next = c->next;
         gw_conn_leave(c);
     }
-    if (w->nconns == 0)
+    if (w->nconns == 0 && w->tasks == NULL)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -427,6 +449,9 @@ static void *worker_main(void *arg)
         gw_conn_close(c);
         gw_conn_leave(c);
     }
+    /* Closing the connections may have detached more tasks: all go now. */
+    while (w->tasks != NULL)
+        w->tasks->abort(w->tasks);
     gw_access_log_flush(w->alog);
     gw_wsnap_unref(w->snap);
     w->snap = NULL;

@@ -30,6 +30,15 @@ struct gw_wsnap {
 struct gw_wsnap *gw_wsnap_ref(struct gw_wsnap *s);
 void gw_wsnap_unref(struct gw_wsnap *s);
 
+/* Work a worker must see finished, or free, before its loop ends although no connection holds
+ * it (a WebSocket-over-HTTP session telling the app its client left). Linked into the worker's
+ * list by its owner, which unlinks it when done. */
+struct gw_worker_task {
+    struct gw_worker_task *prev, *next;
+    /* The loop ended: free the task now (it unlinks itself). */
+    void (*abort)(struct gw_worker_task *t);
+};
+
 struct gw_listener {
     int fd;
     struct event *ev;
@@ -49,6 +58,7 @@ struct gw_worker {
     size_t nlisteners;
     struct gw_conn *conns;             /* every open client connection (doubly linked) */
     size_t nconns;
+    struct gw_worker_task *tasks;      /* detached work still running (doubly linked) */
     uint64_t next_conn_id;             /* conn ids are id * 2^40 + n: unique across workers */
     uint64_t rng[2];                   /* xorshift128+ state for request ids */
     char hex_pairs[256][2];            /* a byte's two hex digits, low nibble first */
@@ -90,6 +100,11 @@ void gw_worker_join(struct gw_worker *w);
 
 /* Opens a listening socket for |l| with SO_REUSEPORT. Returns the fd or -1 (logged). */
 int gw_listen_socket(const struct gw_listen_conf *l);
+
+/* Links |t| into the worker's tasks: a drain waits for it as for a connection. */
+void gw_worker_task_add(struct gw_worker *w, struct gw_worker_task *t);
+/* Unlinks |t|; the last one gone ends a drain that has no connection left. */
+void gw_worker_task_remove(struct gw_worker *w, struct gw_worker_task *t);
 
 /* Returns the worker's header scratch array, grown to at least |n| entries (n is bounded by
  * limits.headers). */

@@ -459,6 +459,10 @@ int gw_ws_send(struct gw_conn *c, unsigned flags, const uint8_t *p, size_t n)
 
     if (ws->close_sent || c->closing)
         return 0;
+    if (flags & (GW_WS_PING | GW_WS_PONG)) {
+        put_frame(c, (flags & GW_WS_PING) ? WS_OP_PING : WS_OP_PONG, 1, 0, p, n > 125 ? 125 : n);
+        return after_out(c);
+    }
     if (!ws->deflate) {
         put_frame(c, op, fin, 0, p, n);
         ws->out_started = !fin;

@@ -39,15 +39,15 @@ class GhWsgi:
     """`python3 -m gatehouse.wsgi APP --bind unix:PATH --workers N`, stopped by PID."""
 
     def __init__(self, workdir, app="wsgi_app:app", workers=2, name="ghwsgi", args=(),
-                 env=None):
+                 env=None, chdir=APPS):
         self.sock = str(workdir / ("%s.sock" % name))
         self.errpath = workdir / ("%s.err" % name)
         env = dict(os.environ, PYTHONPATH=str(ADAPTERS), PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.errpath, "wb") as err:
             self.proc = subprocess.Popen(
                 [gw.PYTHON, "-m", "gatehouse.wsgi", app, "--bind", "unix:" + self.sock,
-                 "--workers", str(workers), "--chdir", str(APPS)] + list(args),
-                cwd=str(APPS), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 "--workers", str(workers), "--chdir", str(chdir)] + list(args),
+                cwd=str(chdir), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err)
         wait_until(lambda: self.errpath.read_text(errors="replace").count("worker booted")
                    >= workers or self.proc.poll() is not None, timeout=15,
@@ -57,6 +57,17 @@ class GhWsgi:
     @property
     def server(self):
         return "unix:" + self.sock
+
+    def kill(self):
+        """SIGKILL the master and its workers at once, as an OOM killer or a crash would."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        for pid in [self.proc.pid] + [int(p) for p in out.split()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(5)
 
     def stop(self):
         if self.proc.poll() is None:

@@ -7,6 +7,9 @@ Each test runs against every kind of backend it applies to (the `kind` parameter
 
   asgi    gateway -> gatehouse.asgi (unix socket, `protocol: asgi`): the gateway terminates the
           WebSocket and speaks WS_* frames to the app
+  uwsgi   gateway -> gatehouse.wsgi (unix socket, `protocol: uwsgi`): the gateway terminates the
+          WebSocket and carries it as WebSocket-over-HTTP POSTs to tests/apps/ws_echo_wsgi.py,
+          a blocking WSGI twin of ws_echo.py
   http    gateway -> uvicorn (`protocol: http`): the gateway checks the handshake, forwards it
           and, on 101, tunnels the bytes both ways, so frame-level outcomes come from uvicorn's
           websockets library (tests of that kind check only what is the same either way)
@@ -36,6 +39,7 @@ import gw
 import wsclient as W
 from gw import wait_until
 from test_asgi import APPS, GhAsgi, Uvicorn, asgi_upstream
+from test_uwsgi import GhWsgi, uwsgi_upstream
 from wsclient import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 _spec = importlib.util.spec_from_file_location("ws_echo", APPS / "ws_echo.py")
@@ -104,6 +108,14 @@ def start_gatehouse_asgi(workdir):
     return Backend(asgi_upstream([a.server]), log, a)
 
 
+def start_gatehouse_wsgi(workdir, workers=4):
+    log = workdir / "events.jsonl"
+    g = GhWsgi(workdir, app="ws_echo_wsgi:app", workers=workers, name="wsecho", chdir=APPS,
+               env={"WS_ECHO_LOG": str(log)})
+    # Every WebSocket's POSTs queue for the 4 workers with the plain requests.
+    return Backend(uwsgi_upstream([g.server], queue={"limit": 1000, "timeout": "30s"}), log, g)
+
+
 def start_uvicorn(workdir):
     log = workdir / "events.jsonl"
     with environ(WS_ECHO_LOG=str(log)):
@@ -118,6 +130,9 @@ class Kind:
     |start|: starts one in a directory; |tags|: what the kind gives:
       gateway          a gateway is in front (all but direct)
       terminates       the gateway terminates the WebSocket (frames, limits, pings are its own)
+      posts            WebSocket-over-HTTP: the app sees POSTs of application/websocket-events
+      held             the upstream holds a connection for each WebSocket, so its loss is seen
+                       at once (not so for uwsgi, which sees the app only at each POST)
       denial_response  the app side supports websocket.http.response (uvicorn 0.17 does not)"""
 
     def __init__(self, backend, start, tags):
@@ -128,8 +143,10 @@ class Kind:
 
 KINDS = {
     "asgi": Kind("gatehouse.asgi", start_gatehouse_asgi,
-                 {"gateway", "terminates", "denial_response"}),
-    "http": Kind("uvicorn", start_uvicorn, {"gateway"}),
+                 {"gateway", "terminates", "denial_response", "held"}),
+    "uwsgi": Kind("gatehouse.wsgi", start_gatehouse_wsgi,
+                  {"gateway", "terminates", "denial_response", "posts"}),
+    "http": Kind("uvicorn", start_uvicorn, {"gateway", "held"}),
     "direct": Kind("uvicorn", start_uvicorn, set()),
 }
 
@@ -223,11 +240,12 @@ class Env:
             over["websocket"] = ws
         return self.harness.gateway(ups, routes=all_routes, **over)
 
-    def private_backend(self):
-        """A backend of this kind for this test alone (one it may kill)."""
+    def private_backend(self, **kw):
+        """A backend of this kind for this test alone (one it may kill); |kw| go to the
+        kind's start function."""
         d = self.workdir / ("private%d" % len(self.private))
         d.mkdir()
-        b = KINDS[self.kind].start(d)
+        b = KINDS[self.kind].start(d, **kw)
         self.private.append(b)
         return b
 
@@ -738,7 +756,7 @@ def test_client_vanishing_reaches_the_app_as_1006(env):
     env.wait_event(p, "disconnect", code=1006, timeout=2)
 
 
-@needs("gateway", "terminates")
+@needs("gateway", "terminates", "held")
 def test_backend_killed_closes_the_websocket(env):
     b = env.private_backend()
     plain = env.harness.upstream("plain")
@@ -927,3 +945,187 @@ def test_deflated_message_inflating_over_max_message_is_1009(env):
         c.send_frame(OP_BINARY, payload, rsv1=True)
         c.expect_close(1009, timeout=3)
         no_data_frames(c)
+
+
+# ---- WebSocket-over-HTTP (uwsgi pools) -----------------------------------------------------
+
+def posts(env, path):
+    """The POSTs the app saw for |path|: their event types, Connection-Id and Meta-* fields."""
+    return env.events(path) and [e for e in env.events(path) if e["event"] == "post"]
+
+
+def text_reply(c, text):
+    c.send_text(text)
+    return c.recv_message().text
+
+
+@needs("posts")
+def test_woh_posts_carry_connection_id_and_the_handshake_fields(env):
+    """Each POST replays the handshake's end-to-end fields and carries one Connection-Id per
+    WebSocket; the client's own Meta-* and Connection-Id never reach the app."""
+    g = env.gateway()
+    p = env.path()
+    spoof = [("X-Custom", "yes"), ("Cookie", "session=abc"), ("Meta-User", "mallory"),
+             ("Connection-Id", "forged")]
+    with W.connect(g.port, p, headers=spoof) as c:
+        info1 = json.loads(text_reply(c, "post-info"))
+        info2 = json.loads(text_reply(c, "post-info"))
+        s = json.loads(text_reply(c, "scope"))
+        clean_close(c)
+    with W.connect(g.port, env.path()) as c:
+        other = json.loads(text_reply(c, "post-info"))
+        clean_close(c)
+    cid = info1["connection_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", cid), info1
+    assert info2["connection_id"] == cid and other["connection_id"] != cid
+    assert info1["meta"] == {} and info2["meta"] == {}, (info1, info2)
+    names = {n for n, _ in s["headers"]}
+    assert ["x-custom", "yes"] in s["headers"] and ["cookie", "session=abc"] in s["headers"], s
+    for gone in ("sec-websocket-key", "sec-websocket-version", "upgrade", "meta-user"):
+        assert gone not in names, (gone, s["headers"])
+    assert ["content-type", "application/websocket-events"] in s["headers"] or \
+        "content-type" not in names, s   # WSGI puts it in CONTENT_TYPE, not HTTP_*
+    seen = posts(env, p)
+    assert seen[0]["types"] == ["OPEN"], seen
+    assert {e["connection_id"] for e in seen} == {cid}, seen
+    assert seen[-1]["types"] == ["CLOSE"], seen
+
+
+@needs("posts")
+def test_woh_set_meta_binds_fields_to_later_posts(env):
+    g = env.gateway()
+    with W.connect(g.port, env.path()) as c:
+        assert text_reply(c, "meta:User:alice") == "meta-set"
+        assert text_reply(c, "meta:Room:7") == "meta-set"
+        assert json.loads(text_reply(c, "post-info"))["meta"] == {"user": "alice", "room": "7"}
+        assert text_reply(c, "meta:User:bob") == "meta-set"          # replaced
+        assert json.loads(text_reply(c, "post-info"))["meta"] == {"user": "bob", "room": "7"}
+        assert text_reply(c, "meta:Room:") == "meta-set"             # an empty value unbinds
+        assert json.loads(text_reply(c, "post-info"))["meta"] == {"user": "bob"}
+        clean_close(c)
+
+
+@needs("posts")
+def test_woh_one_post_in_flight_and_batches(env):
+    """While a POST is out, the client's messages wait and go together in the next one, in
+    order: one POST in flight per WebSocket."""
+    g = env.gateway()
+    p = env.path()
+    with W.connect(g.port, p, timeout=10) as c:
+        c.send_text("slow:0.8")
+        time.sleep(0.2)
+        for i in range(5):
+            c.send_text("m%d" % i)
+        got = [c.recv_message().text for _ in range(6)]
+        assert got == ["slow-done"] + ["m%d" % i for i in range(5)], got
+        clean_close(c)
+    types = [e["types"] for e in posts(env, p)]
+    assert types == [["OPEN"], ["TEXT"], ["TEXT"] * 5, ["CLOSE"]], types
+
+
+@needs("posts")
+def test_woh_keep_alive_interval_posts_while_idle(env):
+    g = env.gateway()
+    p = env.path()
+    with W.connect(g.port, p, timeout=10) as c:
+        assert text_reply(c, "keepalive:1") == "keepalive-set"
+        n0 = len(posts(env, p))
+        time.sleep(2.6)
+        idle = posts(env, p)[n0:]
+        assert 2 <= len(idle) <= 3 and all(e["types"] == [] for e in idle), idle
+        echo(c, "still here")
+        clean_close(c)
+
+
+@needs("posts")
+def test_woh_ping_pong_and_disconnect_from_the_app(env):
+    g = env.gateway()
+    with W.connect(g.port, env.path()) as c:
+        c.send_text("ping")
+        f = c.read_frame(timeout=3)
+        assert f.opcode == OP_PING and f.payload == b"", f
+        c.send_text("pong")
+        f = c.read_frame(timeout=3)
+        assert f.opcode == OP_PONG, f
+        echo(c, "after")
+        c.send_text("disconnect")
+        code, _ = c.close_or_eof(timeout=3)
+        assert code == 1011, code
+    assert "upstream sent DISCONNECT" in g.stderr_text()
+
+
+@needs("posts")
+@pytest.mark.parametrize("cmd,logged", [
+    ("bad-events", "the answer ends inside an event"),
+    ("status:500", "status 500 to a POST of events"),
+])
+def test_woh_broken_answer_after_open_closes_1011(env, cmd, logged):
+    g = env.gateway()
+    with W.connect(g.port, env.path()) as c:
+        c.send_text(cmd)
+        assert c.close_or_eof(timeout=3)[0] == 1011
+    assert logged in g.stderr_text(), g.stderr_text()[-2000:]
+    with W.connect(g.port, env.path()) as c:                # the gateway serves on
+        echo(c, "next")
+        clean_close(c)
+
+
+@needs("posts")
+@pytest.mark.parametrize("suffix,logged", [
+    ("/open-html", "answer to OPEN is not application/websocket-events"),
+    ("/open-no-open", "the first event of the answer to OPEN is not OPEN"),
+    ("/bad-proto", "the app chose a subprotocol the client did not offer"),
+])
+def test_woh_broken_answer_to_open_is_502(env, suffix, logged):
+    g = env.gateway()
+    with W.WsConn(g.port, timeout=3) as c:
+        r = c.handshake(env.path(suffix), protocols="chat.v0")
+    assert r.status == 502 and r.header("Sec-WebSocket-Accept") is None, r
+    assert logged in g.stderr_text(), g.stderr_text()[-2000:]
+
+
+@needs("posts")
+def test_woh_no_worker_is_held_between_messages(env):
+    """Ten WebSockets open at once on a pool of ONE worker, taking turns: each message is a
+    short POST, so the worker is never held by a connection."""
+    b = env.private_backend(workers=1)
+    g = env.gateway(backend=b)
+    conns = [W.connect(g.port, env.path(), timeout=10) for _ in range(10)]
+    try:
+        for rnd in range(3):
+            for i, c in enumerate(conns):
+                echo(c, "conn %d round %d" % (i, rnd))
+        for c in conns:
+            clean_close(c)
+    finally:
+        for c in conns:
+            c.close()
+
+
+@needs("posts")
+def test_woh_app_down_502_at_handshake_and_1011_after(env):
+    b = env.private_backend()
+    g = env.gateway(backend=b)
+    with W.connect(g.port, env.path()) as c:
+        echo(c, "before")
+        b.kill()
+        c.send_text("anyone?")
+        t0 = time.monotonic()
+        code, _ = c.close_or_eof(timeout=3)
+        assert code == 1011 and time.monotonic() - t0 < 3, code
+    with W.WsConn(g.port, timeout=3) as c:
+        r = c.handshake(env.path())
+    assert r.status == 502, r
+    assert g.alive()
+
+
+@needs("posts")
+def test_woh_sigterm_tells_the_app_1001_before_exit(env):
+    g = env.gateway(shutdown={"delay": "0s", "timeout": "3s"})
+    p = env.path()
+    with W.connect(g.port, p) as c:
+        echo(c, "before")
+        g.signal(signal.SIGTERM)
+        c.expect_close(1001, timeout=3)
+    assert g.wait_exit(4) == 0
+    env.wait_event(p, "disconnect", code=1001)
