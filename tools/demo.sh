@@ -260,7 +260,7 @@ wait_ready gatehouse.asgi "$asgi_pid" asgi_health "$ASGI_ADDR" || exit 1
 echo "demo: starting gatehouse ($BIN -c $CONFIG); Ctrl-C stops everything" >&2
 "$BIN" -c "$CONFIG" &
 gw_pid=$!
-echo "demo: serving http://localhost:$LISTEN_PORT/ /http/ /wsgi/ /wsgi/events /legacy/" \
+echo "demo: serving http://localhost:$LISTEN_PORT/ /http/ /wsgi/ /wsgi/events /wsgi/ws /legacy/" \
     "/asgi/ /asgi/events /asgi/ws" >&2
 
 # `wait` returns early when a trapped signal arrives; the trap then stops every process.

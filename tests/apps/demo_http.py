@@ -34,7 +34,8 @@ DEMOS = [
      "buffers requests and responses, so a slow client never holds a worker.", True),
     ("/wsgi/events", "Server-Sent Events from that Flask app, streamed through unbuffered.",
      True),
-    ("/wsgi/ws", "A WebSocket served by Flask through WebSocket-over-HTTP.", False),
+    ("/wsgi/ws", "A chat over a WebSocket served by that sync Flask app, without gevent, "
+     "through WebSocket-over-HTTP: try it below.", True),
     ("/legacy/", "The same Flask app under Debian's uWSGI, unchanged.", True),
     ("/asgi/", "A FastAPI app under gatehouse.asgi, over the multiplexed message protocol: "
      "which worker answered, the ASGI scope it received (root_path /asgi) and its lifespan "
@@ -45,7 +46,7 @@ DEMOS = [
 ]
 
 # A WebSocket is no page to open: its row links the live box further down instead.
-LINKS = {"/asgi/ws": "#live"}
+LINKS = {"/asgi/ws": "#live", "/wsgi/ws": "#live"}
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -136,13 +137,17 @@ the app receives as <code>SCRIPT_NAME</code>.</p>
 <li><a href="/wsgi/events">/wsgi/events</a> &mdash; Server-Sent Events, one per second: the
  gateway buffers ordinary responses but streams <code>text/event-stream</code> as it comes.
  Try <code>curl -N localhost:8080/wsgi/events</code>.</li>
+<li><a href="#live">/wsgi/ws</a> &mdash; a chat over a WebSocket, served by the same sync app
+ without gevent: the gateway carries the WebSocket as short POSTs of its events
+ (WebSocket-over-HTTP), so no worker is held between messages. Try it below.</li>
 </ul>
 
 <h2 id="live">WebSocket and Server-Sent Events</h2>
 <p>The gateway does the WebSocket handshake and framing itself and hands the FastAPI app
 one <code>websocket.receive</code> event per whole message; it streams
-<code>text/event-stream</code> responses event by event. Both boxes below talk to the
-<a href="/asgi/">/asgi/</a> app live, through the gateway.</p>
+<code>text/event-stream</code> responses event by event. The first two boxes below talk to
+the <a href="/asgi/">/asgi/</a> app live, through the gateway; the chat talks to the blocking
+Flask app of <a href="/wsgi/">/wsgi/</a>.</p>
 <div class="box">
 <b>WebSocket echo</b> <code>/asgi/ws</code> &mdash; the app greets you with its worker's pid,
 then sends back every message as it came.<br>
@@ -156,6 +161,16 @@ an <code>end</code> event, after which the page stops listening (an
 <button id="sse-start">listen</button>
 <pre id="sse-log"></pre>
 </div>
+<div class="box">
+<b>Chat</b> <code>/wsgi/ws</code> &mdash; a WebSocket served by a sync Flask app under
+<code>gatehouse.wsgi</code>, without gevent or threads: the gateway holds the WebSocket and
+POSTs its events to the app (WebSocket-over-HTTP), plus an empty POST every second so the app
+can pass on what others said. No worker waits between messages; they are kept in sqlite.
+Open this page in two windows and talk.<br>
+<input id="chat-msg" value="hi there" size="30"> <button id="chat-send">send</button>
+<button id="chat-leave">leave</button>
+<pre id="chat-log"></pre>
+</div>
 
 <h2>Things to try</h2>
 <pre>
@@ -164,6 +179,7 @@ curl -N localhost:8080/http/stream?n=5&amp;interval=1
 curl -N localhost:8080/wsgi/events?n=3
 curl -N localhost:8080/asgi/events?n=3
 python3 -m websockets ws://localhost:8080/asgi/ws   # an interactive WebSocket client
+python3 -m websockets ws://localhost:8080/wsgi/ws   # the chat, from a terminal
 curl localhost:8080/legacy/?format=json
 curl -i localhost:8080/no/such/route     # 404 from the gateway itself, if no route matches
 curl -i localhost:8080/http/../etc       # 400: dot segments are refused (use --path-as-is)
@@ -192,6 +208,25 @@ LIVE_SCRIPT = """
     if (ws.readyState === WebSocket.OPEN) send();
     else ws.addEventListener("open", send, {once: true});
   };
+  const chatLog = document.getElementById("chat-log");
+  const chatMsg = document.getElementById("chat-msg");
+  let chat = null;
+  const chatSend = () => {
+    const text = chatMsg.value;
+    if (chat === null || chat.readyState > WebSocket.OPEN) {
+      chat = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host
+                           + "/wsgi/ws");
+      chat.onmessage = (e) => show(chatLog, e.data);
+      chat.onclose = (e) => show(chatLog, "closed (" + e.code + ")");
+    }
+    if (text === "") return;
+    chatMsg.value = "";
+    if (chat.readyState === WebSocket.OPEN) chat.send(text);
+    else chat.addEventListener("open", () => chat.send(text), {once: true});
+  };
+  document.getElementById("chat-send").onclick = chatSend;
+  chatMsg.onkeydown = (e) => { if (e.key === "Enter") chatSend(); };
+  document.getElementById("chat-leave").onclick = () => { if (chat !== null) chat.close(1000); };
   let es = null;
   document.getElementById("sse-start").onclick = () => {
     if (es !== null) es.close();

@@ -208,12 +208,16 @@ def test_index_links_every_demo(demo):
     assert r.header("Content-Type").startswith("text/html")
     for path in ("/http/", "/wsgi/", "/wsgi/events", "/legacy/", "/asgi/", "/asgi/events"):
         assert ('href="%s"' % path).encode() in r.body, path
-    # The live boxes: a WebSocket to /asgi/ws and an EventSource on /asgi/events.
+    # The live boxes: a WebSocket to /asgi/ws, an EventSource on /asgi/events and the chat,
+    # a WebSocket to /wsgi/ws.
     assert b'+ "/asgi/ws"' in r.body and b'new EventSource("/asgi/events")' in r.body
+    assert b'+ "/wsgi/ws"' in r.body and b'id="chat-log"' in r.body
     # A WebSocket is no page: its row links the live box, not the path.
-    assert b'href="/asgi/ws"' not in r.body and b'href="#live"' in r.body
-    # /wsgi/ws comes with a later issue: listed as coming, not linked.
-    assert b"/wsgi/ws" in r.body and b'href="/wsgi/ws"' not in r.body
+    for path in (b"/asgi/ws", b"/wsgi/ws"):
+        assert b'<a href="#live"><code>%s</code></a>' % path in r.body, path
+        assert b'href="%s"' % path not in r.body, path
+    # Every demo path has landed: none is listed as coming.
+    assert b"coming with a later capability" not in r.body
 
 
 def test_http_is_gunicorn_with_the_prefix_stripped(demo):
@@ -340,6 +344,81 @@ def test_asgi_ws_echoes_through_the_gateway(demo):
     assert close_code == 1000, close_code
     page = get(demo, "/asgi/").body.decode()
     assert "/asgi/ws</code>" in page and 'const ROOT = "/asgi";' in page
+
+
+def test_wsgi_ws_is_a_chat_without_a_held_worker(demo):
+    """/wsgi/ws: a WebSocket served by the sync Flask app of /wsgi/ through WebSocket-over-HTTP.
+    What A says reaches B, who says nothing, through the gateway's keep-alive POSTs; with more
+    WebSockets open than the app has workers, the app still answers plain requests."""
+    import websockets   # Debian's python3-websockets (10.4)
+
+    uri = "ws://127.0.0.1:%d/wsgi/ws" % demo.port
+    token = "h\u00e9llo from A %d" % time.monotonic_ns()
+
+    async def until(ws, needle, timeout):
+        """The messages |ws| receives until one that contains |needle|, within |timeout|."""
+        got = []
+        async with asyncio.timeout(timeout):
+            while not got or needle not in got[-1]:
+                got.append(await ws.recv())
+        return got
+
+    def plain_get():
+        t0 = time.monotonic()
+        r = gw.get(demo.port, "/wsgi/?format=json", timeout=10)
+        return r.status, time.monotonic() - t0
+
+    async def session():
+        conns = [await websockets.connect(uri + "?name=" + name, open_timeout=10,
+                                          close_timeout=5) for name in ("A", "B", "C")]
+        a, b, c = conns
+        greetings = [await ws.recv() for ws in conns]
+        # Each has seen itself join (the last of its first messages).
+        for name, ws in zip("ABC", conns):
+            await until(ws, "* %s joined" % name, 5)
+        # Three WebSockets open, two workers: none is held, a page still comes at once.
+        status, took = await asyncio.to_thread(plain_get)
+        t0 = time.monotonic()
+        await a.send(token)
+        mine = await until(a, "A: " + token, 5)
+        theirs = await until(b, "A: " + token, 5)
+        b_took = time.monotonic() - t0
+        await c.close()
+        await b.close()
+        await a.close(1000, "bye")
+        return (greetings, status, took, mine, theirs, b_took,
+                [ws.close_code for ws in conns])
+
+    try:
+        greetings, status, took, mine, theirs, b_took, codes = asyncio.run(
+            asyncio.wait_for(session(), timeout=30))
+    except Exception as e:
+        raise AssertionError("WebSocket chat on /wsgi/ws: %r\n%s" % (e, demo.stderr()))
+    for name, greeting in zip("ABC", greetings):
+        assert isinstance(greeting, str) and "gatehouse.wsgi" in greeting, greeting
+        assert "as %s." % name in greeting, greeting
+        pid = int(re.search(r"pid (\d+)", greeting).group(1))
+        assert proc_stat(pid)[1] == demo.master("gatehouse.wsgi"), \
+            "pid %d is not a worker of gatehouse.wsgi" % pid
+    assert status == 200 and took < 3, (status, took)
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] A: " + re.escape(token), mine[-1]), mine
+    assert theirs[-1] == mine[-1], (theirs, mine)
+    assert b_took < 5, b_took
+    assert codes == [1000, 1000, 1000], codes
+
+    # A new client sees the recent history, then the news: C's leave, whichever it is (the
+    # app hears of it in a POST of its own, maybe after D's OPEN).
+    async def history():
+        async with websockets.connect(uri + "?name=D", open_timeout=10, close_timeout=5) as d:
+            return await until(d, "* C left", 5)
+    seen = asyncio.run(asyncio.wait_for(history(), timeout=15))
+    assert any(line.endswith("A: " + token) for line in seen), seen
+    assert any(line.endswith("* C left") for line in seen), seen
+
+    # Not a WebSocket: a short explanation.
+    r = gw.get(demo.port, "/wsgi/ws", timeout=10)
+    assert r.status == 400 and b"is a WebSocket" in r.body, (r.status, r.body)
+    assert r.header("Content-Type").startswith("text/plain"), r.headers
 
 
 # ----------------------------------------------------------------------------------------
