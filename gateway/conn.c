@@ -24,8 +24,6 @@ static void conn_free(struct gw_conn *c)
     gw_stream_close(&c->st);
     if (c->timer != NULL)
         event_free(c->timer);
-    if (c->flush_ev != NULL)
-        event_free(c->flush_ev);
     gw_worker_conn_removed(c->w, c);
     gw_wsnap_unref(c->snap);
     free(c);
@@ -45,7 +43,6 @@ void gw_conn_close(struct gw_conn *c)
     /* Stop every source of callbacks now; the memory goes when the last guard drops. */
     gw_stream_read(&c->st, 0);
     event_del(c->timer);
-    event_del(c->flush_ev);
     gw_h1_on_gone(c);
     if (c->refs == 0)
         conn_free(c);
@@ -94,22 +91,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     gw_conn_leave(c);
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    struct gw_conn *c = arg;
-
-    (void)fd;
-    (void)what;
-    c->flush_pending = 0;
-    gw_stream_flush(&c->st);
-}
-
 void gw_conn_flush_soon(struct gw_conn *c)
 {
     if (c->flush_pending || c->closing)
         return;
     c->flush_pending = 1;
-    event_active(c->flush_ev, EV_WRITE, 1);
+    gw_conn_enter(c); /* left by the worker's flush: the conn outlives its turn in the list */
+    gw_worker_flush_soon(c->w, c);
 }
 
 static void start_linger(struct gw_conn *c)
@@ -160,6 +148,10 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
         return;
     }
     gw_conn_enter(c);
+    if (what == GW_STREAM_EOF && !c->lingering && gw_h1_on_eof(c)) {
+        gw_conn_leave(c);
+        return;
+    }
     if (what == GW_STREAM_ERROR && !c->lingering && c->h1.state != GW_H1_HEAD)
         gw_log_ctx(GW_LOG_INFO, c->log_ctx, "client connection error: %s", strerror(c->st.err));
     else if (what == GW_STREAM_WRITE_TIMEOUT)
@@ -180,7 +172,7 @@ void gw_conn_adopt_snapshot(struct gw_conn *c)
     c->snap = gw_wsnap_ref(c->w->snap);
     gw_wsnap_unref(old);
     /* trusted_proxies and the send timeout may have changed with it. */
-    gw_client_init(&c->client, (const struct sockaddr *)&c->peer, c->snap->cfg);
+    gw_client_init(&c->client, &c->peer.sa, c->snap->cfg);
     gw_stream_set_write_timeout(&c->st, c->snap->cfg->timeouts.send_ms);
 }
 
@@ -201,23 +193,19 @@ void gw_conn_close_after_write(struct gw_conn *c)
 static void format_peer(struct gw_conn *c)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
+    int n = snprintf(c->log_ctx, sizeof c->log_ctx, "conn=%llu peer=", (unsigned long long)c->id);
+    size_t room = sizeof c->log_ctx - (size_t)n;
 
-    if (c->peer.ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&c->peer;
-        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
-        port = ntohs(sin->sin_port);
-        snprintf(c->peer_text, sizeof c->peer_text, "%s:%u", ip, port);
-    } else if (c->peer.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&c->peer;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof ip);
-        port = ntohs(sin6->sin6_port);
-        snprintf(c->peer_text, sizeof c->peer_text, "[%s]:%u", ip, port);
+    c->peer_at = (uint8_t)n;
+    if (c->peer.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &c->peer.in.sin_addr, ip, sizeof ip);
+        snprintf(c->log_ctx + n, room, "%s:%u", ip, ntohs(c->peer.in.sin_port));
+    } else if (c->peer.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, ip, sizeof ip);
+        snprintf(c->log_ctx + n, room, "[%s]:%u", ip, ntohs(c->peer.in6.sin6_port));
     } else {
-        snprintf(c->peer_text, sizeof c->peer_text, "unix");
+        snprintf(c->log_ctx + n, room, "unix");
     }
-    snprintf(c->log_ctx, sizeof c->log_ctx, "conn=%llu peer=%s", (unsigned long long)c->id,
-             c->peer_text);
 }
 
 struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *peer,
@@ -232,14 +220,12 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
     if (peerlen > sizeof c->peer)
         peerlen = sizeof c->peer;
     memcpy(&c->peer, peer, peerlen);
-    c->peerlen = peerlen;
     format_peer(c);
-    gw_client_init(&c->client, (const struct sockaddr *)&c->peer, c->snap->cfg);
+    gw_client_init(&c->client, &c->peer.sa, c->snap->cfg);
     if (peer->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->timer = evtimer_new(w->base, on_timer, c);
-    c->flush_ev = event_new(w->base, -1, 0, on_flush, c);
-    if (c->timer == NULL || c->flush_ev == NULL) {
+    if (c->timer == NULL) {
         close(fd); /* gw_stream_init() owns it only once called */
         fd = -1;
     }
@@ -247,8 +233,6 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
         gw_log_ctx(GW_LOG_ERROR, c->log_ctx, "cannot set up connection: out of memory");
         if (c->timer != NULL)
             event_free(c->timer);
-        if (c->flush_ev != NULL)
-            event_free(c->flush_ev);
         gw_wsnap_unref(c->snap);
         free(c);
         return NULL;

@@ -22,23 +22,34 @@ struct gw_conn {
     struct gw_worker *w;
     struct gw_wsnap *snap;            /* the configuration the connection was accepted under */
     struct gw_stream st;
-    struct sockaddr_storage peer;
-    socklen_t peerlen;
-    char peer_text[INET6_ADDRSTRLEN + 8]; /* "ip:port" or "[ip]:port" */
-    char log_ctx[INET6_ADDRSTRLEN + 48];  /* "conn=N peer=ADDR" for error-log lines */
+    union {                           /* the peer's address (a unix peer: its family only) */
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    char log_ctx[INET6_ADDRSTRLEN + 40];  /* "conn=N peer=ADDR" for error-log lines (85 bytes
+                                             at most, with the NUL); ADDR
+                                             ("ip:port", "[ip]:port", "unix") at |peer_at| */
+    uint8_t peer_at;
     struct gw_client client;          /* what exchanges need of the peer, under |snap| */
     struct event *timer;              /* lazy deadline timer (header, idle, linger) */
     uint64_t deadline_ms;             /* monotonic; 0 = none */
     uint64_t timer_ms;                /* when |timer| fires; 0 = not armed */
-    struct event *flush_ev;           /* deferred flush, to coalesce writes of one turn */
+    struct gw_conn *flush_next;       /* in the worker's flush list while |flush_pending| */
     struct gw_conn *prev, *next;      /* the worker's list */
     int refs;
     unsigned closing : 1;             /* free when the last guard drops */
     unsigned lingering : 1;           /* write side shut; discarding input until EOF/timeout */
     unsigned write_then_linger : 1;   /* last response still being written, then linger */
-    unsigned flush_pending : 1;
+    unsigned flush_pending : 1;       /* in the worker's flush list, holding a guard */
     struct gw_h1 h1;
 };
+
+/* The peer's address as text ("ip:port", "[ip]:port" or "unix"). */
+static inline const char *gw_conn_peer_text(const struct gw_conn *c)
+{
+    return c->log_ctx + c->peer_at;
+}
 
 /* Takes over the accepted socket |fd| from |peer| and starts the HTTP/1.1 session. Returns
  * the connection, or NULL (fd closed, logged). */
@@ -59,7 +70,8 @@ void gw_conn_adopt_snapshot(struct gw_conn *c);
 /* Sets the deadline (absolute, monotonic ms; 0 clears). Cheap: the timer re-arms lazily. */
 void gw_conn_set_deadline(struct gw_conn *c, uint64_t deadline_ms);
 
-/* Schedules one flush of c->st.out later in this loop turn. */
+/* Schedules one flush of c->st.out later in this loop turn (through the worker, which
+ * flushes every connection that asked in one callback). */
 void gw_conn_flush_soon(struct gw_conn *c);
 
 /* Enters a callback of |c| (guard); gw_conn_leave() frees it if it was closed meanwhile. */

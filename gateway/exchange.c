@@ -52,12 +52,9 @@ static struct gw_slice put(char **cur, const char *p, size_t n)
     return s;
 }
 
-static void put_param(char **cur, const char *key, size_t klen, struct gw_slice v, int ipv6);
 
 void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struct gw_config *cfg)
 {
-    char *cur;
-
     memset(cl, 0, sizeof *cl);
     strcpy(cl->ip, "unknown");
     if (sa->sa_family == AF_INET) {
@@ -75,12 +72,8 @@ void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struc
             cl->ipv6 = 1;
         }
     }
-    cl->iplen = strlen(cl->ip);
-    cl->trusted = gw_config_is_trusted(cfg, sa);
-    /* At most 4 + 2 quotes + 2 brackets + the address: no byte of an address is escaped. */
-    cur = cl->fwd_for;
-    put_param(&cur, "for=", 4, (struct gw_slice){cl->ip, cl->iplen}, cl->ipv6);
-    cl->fwd_for_len = (size_t)(cur - cl->fwd_for);
+    cl->iplen = (uint8_t)strlen(cl->ip);
+    cl->trusted = (uint8_t)gw_config_is_trusted(cfg, sa);
 }
 
 /* Bytes copy_request() writes for |r|: the header array, then the strings. */
@@ -176,7 +169,7 @@ static size_t fields_len(const struct h1_request *r, const char *name, size_t nl
 static size_t forwarded_size(const struct h1_request *r, const struct gw_client *cl,
                              const char *scheme)
 {
-    size_t need = 3 * cl->iplen + 2 * r->authority.len + 128 + 33 + 2 * strlen(scheme);
+    size_t need = 3 * (size_t)cl->iplen + 2 * r->authority.len + 128 + 33 + 2 * strlen(scheme);
 
     if (cl->trusted)
         need += fields_len(r, "X-Forwarded-For", 15) + fields_len(r, "X-Forwarded-Proto", 17) +
@@ -219,10 +212,10 @@ static void put_param(char **cur, const char *key, size_t klen, struct gw_slice 
         put(cur, "\"", 1);
 }
 
-/* Writes the forwarding values to |*cur| (forwarded_size() bytes), advancing it. */
-static void compute_forwarded(struct gw_exchange *x, const struct gw_client *cl, char **cur)
+/* Writes the forwarding values to |*cur| (forwarded_size() bytes), advancing it, into |f|. */
+static void compute_forwarded(struct gw_exchange *x, struct gw_forwarded *f,
+                              const struct gw_client *cl, char **cur)
 {
-    struct gw_forwarded *f = &x->fwd;
     const struct gw_req *q = &x->req;
     struct gw_slice in_id = {NULL, 0};
 
@@ -246,7 +239,7 @@ static void compute_forwarded(struct gw_exchange *x, const struct gw_client *cl,
     f->forwarded.p = *cur;
     if (f->trusted && join_fields(q, "Forwarded", 9, cur).len > 0)
         put(cur, ", ", 2);
-    put(cur, cl->fwd_for, cl->fwd_for_len);
+    put_param(cur, "for=", 4, (struct gw_slice){cl->ip, cl->iplen}, cl->ipv6);
     put(cur, ";proto=", 7);
     put(cur, x->scheme, strlen(x->scheme));
     if (q->host.len > 0) {
@@ -267,6 +260,22 @@ static void compute_forwarded(struct gw_exchange *x, const struct gw_client *cl,
     }
 }
 
+/* A request that asks for a WebSocket in any way is judged as an opening handshake, never
+ * forwarded as a plain request that the upstream might half understand. */
+static int wants_websocket(const struct h1_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct gw_slice name = h[i].name;
+
+        if (GW_SLICE_EQ_LIT(name, "Upgrade") && h1_list_has(h[i].value, "websocket", 9))
+            return 1;
+        if (GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Key") ||
+            GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Version"))
+            return 1;
+    }
+    return 0;
+}
+
 struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
                                     const struct h1_request *r, const struct gw_client *client,
                                     const char *log_ctx, const struct gw_downstream_ops *down,
@@ -274,12 +283,23 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
 {
     static const char scheme[] = "http";
     /* One block: the struct, the request copy (its header array first, aligned by the
-     * struct's size), the forwarding values, and room for a prefix-stripped path. */
+     * struct's size), the forwarding values, and room for a prefix-stripped path. A WebSocket
+     * handshake's copy is a block of its own, freed after the 101 (gw_exchange_ws_compact())
+     * so that an idle WebSocket does not keep it. */
     size_t req_size = request_size(r), fwd_size = forwarded_size(r, client, scheme);
-    struct gw_exchange *x = gw_xmalloc(sizeof *x + req_size + fwd_size + r->path.len + 2);
-    char *cur = (char *)(x + 1);
+    size_t copy = sizeof(struct gw_forwarded) + req_size + fwd_size + r->path.len + 2;
+    int apart = wants_websocket(r->headers, r->nheaders);
+    struct gw_exchange *x = gw_xmalloc(sizeof *x + (apart ? 0 : copy));
+    struct gw_forwarded *fwd;
+    char *cur;
 
     memset(x, 0, sizeof *x);
+    if (apart)
+        x->block = gw_xmalloc(copy);
+    cur = apart ? x->block : (char *)(x + 1);
+    /* The forwarding values' struct first: the header array after it stays aligned. */
+    fwd = (struct gw_forwarded *)(void *)cur;
+    cur += sizeof *fwd;
     /* The clocks are read only for the access log. */
     x->timed = snap->cfg->log.access != GW_ACCESS_OFF;
     x->queue_us = -1;
@@ -293,8 +313,10 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
     x->down = down;
     x->down_ctx = down_ctx;
     copy_request(&x->req, r, &cur);
-    compute_forwarded(x, client, &cur);
-    x->upath_buf = (char *)(x + 1) + req_size + fwd_size;
+    compute_forwarded(x, fwd, client, &cur);
+    x->fwd = fwd;
+    x->request_id = fwd->request_id;
+    x->upath_buf = cur;
     if (x->req.has_body) {
         x->req_body = evbuffer_new();
         if (x->req_body == NULL) {
@@ -303,22 +325,6 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
         }
     }
     return x;
-}
-
-/* A request that asks for a WebSocket in any way is judged as an opening handshake, never
- * forwarded as a plain request that the upstream might half understand. */
-static int wants_websocket(const struct gw_req *q)
-{
-    for (size_t i = 0; i < q->nheaders; i++) {
-        struct gw_slice n = q->headers[i].name;
-
-        if (GW_SLICE_EQ_LIT(n, "Upgrade") && h1_list_has(q->headers[i].value, "websocket", 9))
-            return 1;
-        if (GW_SLICE_EQ_LIT(n, "Sec-WebSocket-Key") ||
-            GW_SLICE_EQ_LIT(n, "Sec-WebSocket-Version"))
-            return 1;
-    }
-    return 0;
 }
 
 static int origin_allowed(const struct gw_ws_conf *wc, struct gw_slice origin)
@@ -394,7 +400,7 @@ int gw_exchange_start(struct gw_exchange *x)
         x->req.path.p = x->upath_buf;
         x->req.path.len = n;
     }
-    if (wants_websocket(&x->req)) {
+    if (wants_websocket(x->req.headers, x->req.nheaders)) {
         int status = websocket_check(x, route);
         if (status != 0)
             return status;
@@ -424,7 +430,8 @@ struct gw_exchange *gw_exchange_new_call(const struct gw_call *call, struct evbu
     x->route = call->route;
     x->pool = call->pool;
     x->req = *call->req;
-    x->fwd = *call->fwd;
+    x->fwd = call->fwd;
+    x->request_id = call->fwd->request_id;
     x->log_ctx = call->log_ctx;
     x->scheme = call->scheme;
     x->down = down;
@@ -554,13 +561,13 @@ void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *rea
 
 struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer)
 {
-    struct gw_slice addr = x->fwd.client_ip;
+    struct gw_slice addr = x->fwd->client_ip;
 
     *peer = 1;
-    if (x->fwd.trusted) {
-        const char *comma = memchr(x->fwd.xff.p, ',', x->fwd.xff.len);
-        struct gw_slice first = {x->fwd.xff.p,
-                                 comma != NULL ? (size_t)(comma - x->fwd.xff.p) : x->fwd.xff.len};
+    if (x->fwd->trusted) {
+        const char *comma = memchr(x->fwd->xff.p, ',', x->fwd->xff.len);
+        struct gw_slice first = {x->fwd->xff.p,
+                                 comma != NULL ? (size_t)(comma - x->fwd->xff.p) : x->fwd->xff.len};
         while (first.len > 0 && (first.p[0] == ' ' || first.p[0] == '\t')) {
             first.p++;
             first.len--;
@@ -629,7 +636,7 @@ void gw_exchange_free(struct gw_exchange *x)
                             ? (int64_t)(x->up_end_ms - x->up_start_ms) * 1000
                             : -1;
         r.queue_us = x->queue_us;
-        r.request_id = x->fwd.request_id;
+        r.request_id = x->request_id;
         r.error.p = x->error != NULL ? x->error : "";
         r.error.len = strlen(r.error.p);
         gw_access_log_write(x->w->alog, &r);
@@ -637,5 +644,31 @@ void gw_exchange_free(struct gw_exchange *x)
     if (x->req_body != NULL)
         evbuffer_free(x->req_body);
     gw_wsnap_unref(x->snap);
+    free(x->block);
     free(x);
+}
+
+void gw_exchange_ws_compact(struct gw_exchange *x)
+{
+    static const struct gw_forwarded no_forwarding;
+    struct gw_req *q = &x->req;
+    char *b, *cur;
+
+    if (x->block == NULL)
+        return;
+    b = gw_xmalloc(q->target.len + q->host.len + x->request_id.len + 1);
+    cur = b;
+    q->method = (struct gw_slice){"GET", 3};
+    q->target = put(&cur, q->target.p, q->target.len);
+    q->host = put(&cur, q->host.p, q->host.len);
+    x->request_id = put(&cur, x->request_id.p, x->request_id.len);
+    /* Nothing else of the copy is read after the 101; its scalars stay. */
+    q->path = q->connection = (struct gw_slice){"", 0};
+    q->headers = NULL;
+    q->nheaders = 0;
+    x->fwd = &no_forwarding;
+    x->ws_hs.key = x->ws_hs.origin = (struct gw_slice){"", 0};
+    x->upath_buf = NULL;
+    free(x->block);
+    x->block = b;
 }

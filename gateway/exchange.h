@@ -47,12 +47,10 @@ struct gw_req {
 struct gw_client {
     char ip[INET6_ADDRSTRLEN];   /* the address as text; an IPv4-mapped one shows as IPv4;
                                     "unknown" when not IP (unix socket) */
-    size_t iplen;
+    uint8_t iplen;               /* (the struct is small: one lives in every connection) */
+    uint8_t ipv6;                /* |ip| is an IPv6 literal (bracketed in Forwarded) */
+    uint8_t trusted;             /* in the snapshot's trusted_proxies */
     uint16_t port;               /* the peer's port; 0 when not IP */
-    int ipv6;                    /* |ip| is an IPv6 literal (bracketed in Forwarded) */
-    int trusted;                 /* in the snapshot's trusted_proxies */
-    char fwd_for[INET6_ADDRSTRLEN + 12]; /* the Forwarded "for=" parameter for |ip| */
-    size_t fwd_for_len;
 };
 
 /* Fills |cl| for the peer address |sa| under the configuration |cfg|. */
@@ -156,7 +154,8 @@ struct gw_exchange {
     const struct gw_route_conf *route;     /* NULL until routed */
     void *pool;                            /* the route's per-worker upstream state */
     struct gw_req req;
-    struct gw_forwarded fwd;
+    const struct gw_forwarded *fwd;        /* in the request's block (a call's: borrowed) */
+    struct gw_slice request_id;            /* fwd->request_id, kept for the access log */
     const char *log_ctx;                   /* "conn=N peer=ADDR", borrowed */
     const char *scheme;                    /* "http" or "https" */
 
@@ -193,6 +192,9 @@ struct gw_exchange {
     unsigned retry_after_s;                /* with a 503 of the upstream side: Retry-After */
     uint64_t bytes_in, bytes_out;
     int quiet;                             /* a call of the gateway's own: no access log */
+    char *block;                           /* owns, when not NULL: the request copy (kept
+                                              apart from the struct for a WebSocket
+                                              handshake, to be compacted after the 101) */
     char *upath_buf;                       /* req.path.len + 2 bytes of the exchange's block:
                                               req.path when the route strips a prefix */
 };
@@ -286,8 +288,13 @@ void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *rea
 int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name);
 
 /* The client's address: the peer's, or behind a trusted proxy the left-most X-Forwarded-For
- * entry. Sets |*peer| when it is the peer's own (so x->fwd.client_port applies). */
+ * entry. Sets |*peer| when it is the peer's own (so x->fwd->client_port applies). */
 struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer);
+
+/* Downstream, after the 101 went out: keeps of the handshake's copy only what the access log
+ * reads (method, target, host, request id) and frees the rest, the header copy first of all,
+ * so that an idle WebSocket costs little. The request's other slices become empty. */
+void gw_exchange_ws_compact(struct gw_exchange *x);
 
 /* Writes the access-log line, releases the snapshot and frees |x|. The upstream must be
  * detached. NULL is a no-op. */

@@ -87,8 +87,8 @@ static void log_refusal(struct gw_conn *c, int status, const char *reason, uint6
     memset(&r, 0, sizeof r);
     event_base_gettimeofday_cached(c->w->base, &tv);
     r.time_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-    r.client.p = c->peer_text;
-    r.client.len = strlen(c->peer_text);
+    r.client.p = gw_conn_peer_text(c);
+    r.client.len = strlen(r.client.p);
     r.status = status;
     r.bytes_in = bytes_in;
     r.bytes_out = bytes_out;
@@ -485,6 +485,11 @@ static void close_when_written(struct gw_conn *c)
     gw_conn_close_after_write(c);
 }
 
+int gw_h1_on_eof(struct gw_conn *c)
+{
+    return c->h1.state == GW_H1_WS && gw_ws_on_eof(c);
+}
+
 void gw_h1_on_deadline(struct gw_conn *c)
 {
     struct gw_h1 *h = &c->h1;
@@ -871,6 +876,7 @@ static void down_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
     c->h1.keep_alive = 0;
     c->h1.state = GW_H1_WS;
     gw_ws_start(c, 0);
+    gw_exchange_ws_compact(x);
     if (c->w->draining) /* accepted while the worker drains: it ends like the others */
         gw_ws_drain(c);
     gw_conn_flush_soon(c);
@@ -911,6 +917,7 @@ static void tunnel_head(struct gw_exchange *x, const struct gw_resp *r)
     c->h1.keep_alive = 0;
     c->h1.state = GW_H1_WS;
     gw_ws_start(c, 1);
+    gw_exchange_ws_compact(x);
     if (c->w->draining)
         gw_ws_drain(c);
     gw_conn_flush_soon(c);

@@ -24,9 +24,9 @@ enum gw_h1_state {
 /* Embedded in struct gw_conn; lives and dies with it. */
 struct gw_h1 {
     enum gw_h1_state state;
+    enum h1_body body;            /* framing of the current request body */
     struct gw_exchange *x;        /* the exchange in progress (owned), or NULL */
     struct gw_ws *ws;             /* in GW_H1_WS: the WebSocket session (owned) */
-    enum h1_body body;            /* framing of the current request body */
     uint64_t body_left;           /* H1_BODY_LENGTH: bytes still to read */
     struct h1_chunked chunked;    /* H1_BODY_CHUNKED decoder */
     unsigned keep_alive : 1;      /* the connection may serve another request */
@@ -58,6 +58,9 @@ void gw_h1_on_drain(struct gw_conn *c);
 void gw_h1_on_gone(struct gw_conn *c);
 /* The header/idle deadline passed. */
 void gw_h1_on_deadline(struct gw_conn *c);
+/* The client half-closed: returns 1 when the session goes on (a WebSocket tunnel finishing
+ * its upstream's side), 0 when the connection should close. */
+int gw_h1_on_eof(struct gw_conn *c);
 /* Frees the session's exchange if any (connection teardown). */
 void gw_h1_free(struct gw_conn *c);
 

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -15,6 +16,7 @@
 
 #include <event2/util.h>
 
+#include "gateway/log.h"
 #include "gateway/util.h"
 
 #define STREAM_READ_SIZE 16384
@@ -28,11 +30,26 @@ static void ms_to_tv(uint64_t ms, struct timeval *tv)
     tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
+/* The write event, made at its first use: most client writes go out at once, so an idle
+ * connection usually has none. */
+static struct event *wev(struct gw_stream *s)
+{
+    if (s->wev == NULL &&
+        (s->wev = event_new(event_get_base(s->rev), s->fd, EV_WRITE | EV_PERSIST, on_writable,
+                            s)) == NULL) {
+        gw_log_error("out of memory");
+        abort();
+    }
+    return s->wev;
+}
+
 static void arm_write(struct gw_stream *s)
 {
     if (s->writing)
         return;
-    event_add(s->wev, s->has_write_tv ? &s->write_tv : NULL);
+    event_add(wev(s), s->has_write_tv ? &s->write_tv : NULL);
     s->writing = 1;
 }
 
@@ -49,13 +66,21 @@ static void fail_later(struct gw_stream *s, int err)
 {
     s->failed = 1;
     s->err = err;
-    event_active(s->wev, EV_WRITE, 1);
+    event_active(wev(s), EV_WRITE, 1);
 }
+
+static void on_read_timer(evutil_socket_t fd, short what, void *arg);
 
 static void arm_read_timer(struct gw_stream *s, uint64_t at_ms, uint64_t now)
 {
     struct timeval tv;
 
+    /* Made at the first use: many streams never time a read (a WebSocket client's), and an
+     * idle connection should cost little. */
+    if (s->tev == NULL && (s->tev = evtimer_new(event_get_base(s->rev), on_read_timer, s)) == NULL) {
+        gw_log_error("out of memory");
+        abort();
+    }
     ms_to_tv(at_ms > now ? at_ms - now : 0, &tv);
     evtimer_add(s->tev, &tv);
     s->tev_at_ms = at_ms;
@@ -225,16 +250,16 @@ static int stream_setup(struct gw_stream *s, struct event_base *base, int fd,
         s->in = p->in;
         s->out = p->out;
         event_assign(s->rev, base, fd, EV_READ | EV_PERSIST, on_readable, s);
-        event_assign(s->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
-        evtimer_assign(s->tev, base, on_read_timer, s);
+        if (s->wev != NULL)
+            event_assign(s->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
+        if (s->tev != NULL)
+            evtimer_assign(s->tev, base, on_read_timer, s);
     } else {
         s->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, s);
-        s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
-        s->tev = evtimer_new(base, on_read_timer, s);
         s->in = evbuffer_new();
         s->out = evbuffer_new();
     }
-    if (s->rev == NULL || s->wev == NULL || s->tev == NULL || s->in == NULL || s->out == NULL) {
+    if (s->rev == NULL || s->in == NULL || s->out == NULL) {
         s->fd = -1; /* closed below, not by gw_stream_close() */
         gw_stream_close(s);
         close(fd);
@@ -293,9 +318,9 @@ static int stream_connect(struct gw_stream *s, struct event_base *base, const st
     if (timeout_ms > 0) {
         struct timeval tv;
         ms_to_tv(timeout_ms, &tv);
-        event_add(s->wev, &tv);
+        event_add(wev(s), &tv);
     } else {
-        event_add(s->wev, NULL);
+        event_add(wev(s), NULL);
     }
     s->writing = 1;
     return 0;
@@ -378,7 +403,7 @@ void gw_stream_park(struct gw_stream *s)
 {
     struct parked p;
 
-    if (s->rev == NULL || s->wev == NULL || s->tev == NULL || s->in == NULL || s->out == NULL) {
+    if (s->rev == NULL || s->in == NULL || s->out == NULL) {
         gw_stream_close(s);
         return;
     }
@@ -388,7 +413,8 @@ void gw_stream_park(struct gw_stream *s)
      * |wev| may carry an activation (a pending error, an owed drain) without |writing|. */
     if (s->reading)
         event_del(s->rev);
-    event_del(s->wev);
+    if (s->wev != NULL)
+        event_del(s->wev);
     if (s->tev_at_ms != 0)
         event_del(s->tev);
     close(s->fd);

@@ -32,22 +32,24 @@ typedef void gw_stream_event_cb(struct gw_stream *s, enum gw_stream_what what, v
  * gw_stream_close(). Callbacks run from the owner's event loop only. */
 struct gw_stream {
     int fd;
+    int err;                      /* errno of the last GW_STREAM_ERROR */
     struct event *rev;            /* persistent read event, no timeout */
-    struct event *tev;            /* read-timeout timer: may fire early, then re-arms */
-    struct event *wev;            /* armed while |out| holds bytes the socket refused */
+    struct event *tev;            /* read-timeout timer, made at its first use (NULL until
+                                     then): may fire early, then re-arms */
+    struct event *wev;            /* armed while |out| holds bytes the socket refused; made
+                                     at its first use (NULL until then) */
     struct evbuffer *in;          /* bytes read, consumed by on_read */
     struct evbuffer *out;         /* bytes to write */
     gw_stream_cb *on_read;        /* new bytes are in |in| */
     gw_stream_cb *on_drain;       /* |out| fell to |lowat| bytes or fewer after a partial write */
     gw_stream_event_cb *on_event; /* EOF, error, timeout, connected */
     void *arg;
-    size_t read_size;             /* bytes asked of one read(2); default 16k */
-    size_t lowat;                 /* on_drain threshold; default 0 */
+    uint32_t read_size;           /* bytes asked of one read(2); default 16k */
+    uint32_t lowat;               /* on_drain threshold; default 0 */
     uint64_t read_ms;             /* read timeout; 0 = none */
     uint64_t read_deadline_ms;    /* monotonic; 0 = the clock is not running */
     uint64_t tev_at_ms;           /* when |tev| fires; 0 = not armed */
     struct timeval write_tv;
-    int err;                      /* errno of the last GW_STREAM_ERROR */
     unsigned reading : 1;         /* read event armed */
     unsigned writing : 1;         /* write event armed */
     unsigned connecting : 1;

@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "gateway/log.h"
 #include "gateway/util.h"
@@ -55,9 +56,12 @@ struct gw_woh {
     unsigned passthru : 1;             /* the app refused: its answer goes to the client */
     unsigned refused : 1;              /* the answer in flight is not events: dropped */
     unsigned held : 1;                 /* the client is not read until the batch is taken */
-    unsigned paused : 1;               /* the client is slow: the answer waits */
+    unsigned paused : 1;               /* the client's output is full: the answer waits, and
+                                          no POST starts, until it drains */
     unsigned ended : 1;                /* no more events go to the client */
     unsigned telling : 1;              /* the batch tells the app that the client left */
+    unsigned told : 1;                 /* that last POST went out */
+    unsigned typed : 1;                /* the answer in flight says it holds events */
     unsigned detached : 1;             /* in the worker's task list */
     unsigned dead : 1;
 };
@@ -160,12 +164,30 @@ static struct gw_slice put(char **cur, struct gw_slice v)
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
+/* 32 hex digits from the kernel's generator: a Connection-Id must not be guessable from the
+ * request ids the gateway hands out (those come from a fast, predictable generator). */
+static void new_connection_id(struct gw_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t r[16];
+
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        gw_worker_request_id(w, out); /* the pool not ready yet (early boot): still unique */
+        return;
+    }
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 0xf];
+    }
+    out[32] = '\0';
+}
+
 /* A session for the WebSocket exchange |x|, with copies of all its POSTs need (the client's
  * exchange may go before the app has been told). */
 static struct gw_woh *session_new(struct gw_exchange *x)
 {
     const struct gw_req *q = &x->req;
-    const struct gw_forwarded *f = &x->fwd;
+    const struct gw_forwarded *f = x->fwd;
     struct gw_woh *s = gw_xcalloc(1, sizeof *s);
     size_t nkeep = 0, bytes, ctx_len = x->log_ctx != NULL ? strlen(x->log_ctx) : 0;
     struct h1_header *h;
@@ -183,7 +205,7 @@ static struct gw_woh *session_new(struct gw_exchange *x)
     s->block = gw_xmalloc((s->nfixed + META_MAX) * sizeof *h + bytes);
     h = (struct h1_header *)(void *)s->block;
     cur = s->block + (s->nfixed + META_MAX) * sizeof *h;
-    gw_worker_request_id(x->w, s->conn_id);
+    new_connection_id(x->w, s->conn_id);
 
     s->req.method = (struct gw_slice){"POST", 4};
     s->req.target = put(&cur, q->target);
@@ -243,7 +265,8 @@ static void post(struct gw_woh *s)
 
     memset(&s->in, 0, sizeof s->in);
     s->refused = 0;
-    s->paused = 0;
+    s->typed = 0;
+    s->told = s->telling;
     s->cx = cx;
     gw_exchange_start_call(cx);
     /* The batch is taken: the client may be read again. */
@@ -265,12 +288,17 @@ static void arm(struct gw_woh *s, uint64_t ms)
 static void next(struct gw_woh *s)
 {
     if (s->x == NULL) {
-        if (s->telling && evbuffer_get_length(s->batch) > 0)
+        /* Only an app that accepted has anything to be told, and only once. */
+        if (s->telling && !s->told && s->opened)
             post(s);
         else
             finish(s);
         return;
     }
+    /* A client that does not read gets nothing more: its batch fills, and then it is not
+     * read either (backpressure both ways, as for the other upstreams). */
+    if (s->paused)
+        return;
     if (evbuffer_get_length(s->batch) > 0)
         post(s);
     else if (s->keepalive_ms > 0)
@@ -285,17 +313,50 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     enter(s);
     /* An empty batch when the timer fires is the keep-alive's turn: an empty POST. */
-    if (s->cx == NULL && !s->dead && s->x != NULL && s->opened && !s->ended &&
+    if (s->cx == NULL && !s->dead && s->x != NULL && s->opened && !s->ended && !s->paused &&
         (evbuffer_get_length(s->batch) > 0 || s->keepalive_ms > 0))
         post(s);
     leave(s);
 }
 
-/* The client's side is over (|why| for the log): 502 before the 101, 1011 after it. */
-static void fail_client(struct gw_woh *s, int status, const char *why)
+/* From now on the app hears nothing but one last POST: DISCONNECT (1006) or CLOSE with the
+ * client's code and reason; what the client sent after its last message is dropped. */
+static void tell_app(struct gw_woh *s, unsigned code, const char *reason, size_t n)
+{
+    s->ended = 1;
+    if (s->telling)
+        return;
+    s->telling = 1;
+    if (s->msg != NULL) {
+        evbuffer_free(s->msg); /* half a message: never whole now */
+        s->msg = NULL;
+    }
+    if (code == WS_CLOSE_ABNORMAL) {
+        evbuffer_add(s->batch, "DISCONNECT\r\n", 12);
+    } else {
+        char line[WOH_LINE_MAX];
+        uint8_t c[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+        size_t rl = n > WOH_CLOSE_MAX - 2 ? WOH_CLOSE_MAX - 2 : n;
+        int with_code = code != WS_CLOSE_NO_STATUS;
+
+        /* No code (1005) is a CLOSE with empty content. */
+        evbuffer_add(s->batch, line, woh_event_line(line, WOH_CLOSE, with_code ? 2 + rl : 0));
+        if (with_code) {
+            evbuffer_add(s->batch, c, 2);
+            evbuffer_add(s->batch, reason, rl);
+        }
+        evbuffer_add(s->batch, WOH_EVENT_END, 2);
+    }
+}
+
+/* The client's side is over (|why| for the log): 502 before the 101, 1011 after it. An app
+ * that accepted hears DISCONNECT, unless it is the one that ended things (|tell| 0). */
+static void fail_client(struct gw_woh *s, int status, const char *why, int tell)
 {
     struct gw_exchange *x = s->x;
 
+    if (tell && s->opened && !s->ended)
+        tell_app(s, WS_CLOSE_ABNORMAL, "", 0);
     s->ended = 1;
     if (x == NULL)
         return;
@@ -309,7 +370,7 @@ static void bad_answer(struct gw_woh *s, const char *why)
     gw_log_ctx(GW_LOG_WARN, s->call.log_ctx, "upstream %s: websocket-over-http: %s",
                upstream_name(s), why);
     s->refused = 1;
-    fail_client(s, 502, why);
+    fail_client(s, 502, why, 1);
 }
 
 /* ---- the app's answer ------------------------------------------------------------------- */
@@ -509,8 +570,12 @@ static void call_head(struct gw_exchange *cx, const struct gw_resp *r)
                        "closing the websocket",
                        upstream_name(s), r->status);
             s->refused = 1;
-            fail_client(s, 502, "upstream refused websocket events");
+            fail_client(s, 502, "upstream refused websocket events", 1);
         } else {
+            gw_log_ctx(GW_LOG_WARN, s->call.log_ctx,
+                       "upstream %s: websocket-over-http: status %d to the last POST (the "
+                       "client had left)",
+                       upstream_name(s), r->status);
             s->refused = 1;
         }
         leave(s);
@@ -524,6 +589,7 @@ static void call_head(struct gw_exchange *cx, const struct gw_resp *r)
         }
         keep_accept_fields(s, r);
     }
+    s->typed = (unsigned)is_events(r);
     update_meta(s, r);
     update_keepalive(s, r);
     leave(s);
@@ -595,7 +661,7 @@ static int on_event(struct gw_woh *s, enum woh_in_result r, const struct woh_in_
         return 0;
     }
     case WOH_DISCONNECT:
-        fail_client(s, 502, "upstream sent DISCONNECT");
+        fail_client(s, 502, "upstream sent DISCONNECT", 0);
         return 0;
     default: /* a later OPEN says nothing new */
         return 0;
@@ -607,6 +673,10 @@ static int feed(struct gw_woh *s, const uint8_t *p, size_t n)
 {
     int pause = 0;
 
+    if (n > 0 && !s->typed) {
+        bad_answer(s, "an answer with a body that is not " WOH_CONTENT_TYPE);
+        return 0;
+    }
     while (n > 0 && !s->refused) {
         struct woh_in_event ev;
         size_t used = 0;
@@ -622,6 +692,10 @@ static int feed(struct gw_woh *s, const uint8_t *p, size_t n)
         }
         pause |= on_event(s, r, &ev);
     }
+    /* Once the client is gone or closing, the rest of the answer is dropped at full speed:
+     * nothing would ever resume it. */
+    if (s->x == NULL || s->ended)
+        return 0;
     if (pause)
         s->paused = 1;
     return pause;
@@ -712,10 +786,15 @@ static void call_fail(struct gw_exchange *cx, int status)
             x->retry_after_s = cx->retry_after_s;
         }
         /* Before the 101 the client gets the status (502, 503 or 504); after it, 1011. */
-        fail_client(s, s->opened ? 502 : status, cx->error);
+        fail_client(s, s->opened ? 502 : status, cx->error, 1);
+    } else if (s->telling && s->told) {
+        gw_log_ctx(GW_LOG_WARN, s->call.log_ctx,
+                   "upstream %s: websocket-over-http: the last POST (the client had left) "
+                   "failed: %s",
+                   upstream_name(s), cx->error != NULL ? cx->error : "upstream failed");
     }
-    finish(s);
     gw_exchange_free(cx);
+    next(s);
     leave(s);
 }
 
@@ -736,45 +815,18 @@ static const struct gw_downstream_ops call_ops = {
 /* ---- the client's side ------------------------------------------------------------------ */
 
 /* The client left with |code| (1006: without a close frame): the app hears it as CLOSE or
- * DISCONNECT in one last POST, after the one in flight. */
+ * DISCONNECT in one last POST, after the one in flight (the OPEN itself, maybe: if the app
+ * accepts, it is told at once that the client has gone). */
 static void client_left(struct gw_woh *s, unsigned code, const char *reason, size_t n)
 {
     detach_client(s);
-    if (!s->opened || s->ended) {
-        /* Before the 101 the app has nothing to be told; after its CLOSE, nothing more. */
-        if (!s->opened && s->cx != NULL) {
-            struct gw_exchange *cx = s->cx;
-
-            s->cx = NULL;
-            gw_exchange_cancel(cx);
-            gw_exchange_free(cx);
-        }
+    if (s->ended) {
+        /* The app ended things itself, or was told already. */
         if (s->cx == NULL)
             finish(s);
         return;
     }
-    s->ended = 1;
-    s->telling = 1;
-    if (s->msg != NULL) {
-        evbuffer_free(s->msg); /* half a message: never whole now */
-        s->msg = NULL;
-    }
-    if (code == WS_CLOSE_ABNORMAL) {
-        evbuffer_add(s->batch, "DISCONNECT\r\n", 12);
-    } else {
-        char line[WOH_LINE_MAX];
-        uint8_t c[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-        size_t rl = n > WOH_CLOSE_MAX - 2 ? WOH_CLOSE_MAX - 2 : n;
-        int with_code = code != WS_CLOSE_NO_STATUS;
-
-        /* No code (1005) is a CLOSE with empty content. */
-        evbuffer_add(s->batch, line, woh_event_line(line, WOH_CLOSE, with_code ? 2 + rl : 0));
-        if (with_code) {
-            evbuffer_add(s->batch, c, 2);
-            evbuffer_add(s->batch, reason, rl);
-        }
-        evbuffer_add(s->batch, WOH_EVENT_END, 2);
-    }
+    tell_app(s, code, reason, n);
     if (s->cx != NULL) {
         /* Its answer is read (and dropped) at full speed; then the last POST. */
         if (s->paused) {
@@ -783,7 +835,7 @@ static void client_left(struct gw_woh *s, unsigned code, const char *reason, siz
         }
         return;
     }
-    post(s);
+    next(s);
 }
 
 static void up_start(struct gw_exchange *x)
@@ -807,9 +859,12 @@ static void up_resume(struct gw_exchange *x)
     struct gw_woh *s = x->up_ctx;
 
     enter(s);
-    if (s->cx != NULL && s->paused) {
+    if (s->paused) {
         s->paused = 0;
-        gw_exchange_resume(s->cx);
+        if (s->cx != NULL)
+            gw_exchange_resume(s->cx);
+        else
+            next(s);
     }
     leave(s);
 }
@@ -849,12 +904,10 @@ static int up_ws_message(struct gw_exchange *x, unsigned flags, const uint8_t *p
     evbuffer_add(s->batch, WOH_EVENT_END, 2);
     evbuffer_free(s->msg);
     s->msg = NULL;
-    if (s->cx == NULL) {
+    if (s->cx == NULL)
         /* At the end of this loop turn, so that what the client sent together goes
          * together. */
         arm(s, 0);
-        return 0;
-    }
     if (evbuffer_get_length(s->batch) >= BATCH_HIWAT) {
         s->held = 1;
         return 1;

@@ -120,6 +120,36 @@ void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
         event_base_loopexit(w->base, NULL);
 }
 
+void gw_worker_flush_soon(struct gw_worker *w, struct gw_conn *c)
+{
+    if (w->flush_head == NULL)
+        event_active(w->flush_ev, EV_WRITE, 1);
+    c->flush_next = w->flush_head;
+    w->flush_head = c;
+}
+
+/* Takes the flush list; each connection's guard is left (a closed one is freed then). */
+static void run_flushes(struct gw_worker *w, int write)
+{
+    struct gw_conn *c;
+
+    while ((c = w->flush_head) != NULL) {
+        w->flush_head = c->flush_next;
+        c->flush_next = NULL;
+        c->flush_pending = 0;
+        if (write && !c->closing)
+            gw_stream_flush(&c->st);
+        gw_conn_leave(c);
+    }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    run_flushes(arg, 1);
+}
+
 void gw_worker_task_add(struct gw_worker *w, struct gw_worker_task *t)
 {
     t->prev = NULL;
@@ -405,8 +435,9 @@ int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, cons
     }
     set_nameservers(w, cfg, NULL);
     w->accept_timer = evtimer_new(w->base, on_accept_timer, w);
+    w->flush_ev = event_new(w->base, -1, 0, on_flush, w);
     w->ws_tmp = evbuffer_new();
-    if (w->accept_timer == NULL || w->ws_tmp == NULL)
+    if (w->accept_timer == NULL || w->flush_ev == NULL || w->ws_tmp == NULL)
         return GW_E_NOMEM;
     w->gate_box = gw_gate_box_new(w->base);
     if (w->gate_box == NULL)
@@ -444,12 +475,15 @@ static void *worker_main(void *arg)
     /* Everything the worker owns is freed on its own thread, as the design requires. */
     for (size_t j = 0; j < w->nlisteners; j++)
         close_listener(w, &w->listeners[j]);
+    /* Flushes still owed hold guards: drop them so that each close below frees its conn. */
+    run_flushes(w, 0);
     while ((c = w->conns) != NULL) {
         gw_conn_enter(c);
         gw_conn_close(c);
         gw_conn_leave(c);
     }
-    /* Closing the connections may have detached more tasks: all go now. */
+    /* Closing the connections may have detached more tasks (a WebSocket-over-HTTP session
+     * may even have sent its last POST): the loop has ended, so all go now, cancelled. */
     while (w->tasks != NULL)
         w->tasks->abort(w->tasks);
     gw_access_log_flush(w->alog);
@@ -533,6 +567,8 @@ void gw_worker_join(struct gw_worker *w)
         event_free(w->alog_timer);
     if (w->accept_timer != NULL)
         event_free(w->accept_timer);
+    if (w->flush_ev != NULL)
+        event_free(w->flush_ev);
     gw_access_log_free(w->alog);
     gw_gate_box_free(w->gate_box); /* only left when the thread never ran */
     if (w->dns != NULL)

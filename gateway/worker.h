@@ -59,6 +59,8 @@ struct gw_worker {
     struct gw_conn *conns;             /* every open client connection (doubly linked) */
     size_t nconns;
     struct gw_worker_task *tasks;      /* detached work still running (doubly linked) */
+    struct gw_conn *flush_head;        /* connections to flush at the end of this turn */
+    struct event *flush_ev;            /* active while |flush_head| is not empty */
     uint64_t next_conn_id;             /* conn ids are id * 2^40 + n: unique across workers */
     uint64_t rng[2];                   /* xorshift128+ state for request ids */
     char hex_pairs[256][2];            /* a byte's two hex digits, low nibble first */
@@ -105,6 +107,10 @@ int gw_listen_socket(const struct gw_listen_conf *l);
 void gw_worker_task_add(struct gw_worker *w, struct gw_worker_task *t);
 /* Unlinks |t|; the last one gone ends a drain that has no connection left. */
 void gw_worker_task_remove(struct gw_worker *w, struct gw_worker_task *t);
+
+/* Adds |c| (which holds a guard for it) to the connections flushed at the end of this loop
+ * turn, all in one callback. */
+void gw_worker_flush_soon(struct gw_worker *w, struct gw_conn *c);
 
 /* Returns the worker's header scratch array, grown to at least |n| entries (n is bounded by
  * limits.headers). */

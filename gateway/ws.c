@@ -82,7 +82,7 @@ static void update_reading(struct gw_conn *c)
 {
     struct gw_ws *ws = c->h1.ws;
 
-    if (c->closing || c->lingering || c->write_then_linger)
+    if (c->closing || c->lingering || c->write_then_linger || ws->client_eof)
         return;
     gw_stream_read(&c->st, !ws->paused && !ws->out_blocked);
 }
@@ -120,7 +120,7 @@ static void alive(struct gw_conn *c)
     uint64_t every = conf_of(c)->ping_interval_ms;
 
     ws->pinging = 0;
-    if (ws->close_sent)
+    if (ws->close_sent || ws->client_eof)
         return;
     if (every > 0) {
         ws->ping_due_ms = gw_now_ms() + every;
@@ -168,8 +168,10 @@ void gw_ws_free(struct gw_conn *c)
 
     if (ws == NULL)
         return;
-    ws_in_free(&ws->in);
-    ws_out_free(&ws->out);
+    if (!ws->tunnel) {
+        ws_in_free(&ws->in);
+        ws_out_free(&ws->out);
+    }
     free(ws);
     c->h1.ws = NULL;
 }
@@ -247,16 +249,36 @@ static void tunnel_read(struct gw_conn *c)
     struct gw_exchange *x = c->h1.x;
     size_t n = evbuffer_get_length(c->st.in);
 
-    if (n == 0 || ws->paused || x->up == NULL || x->req_body == NULL)
+    if (ws->paused || x->up == NULL || x->req_body == NULL || (n == 0 && !ws->client_eof))
         return;
-    alive(c);
-    evbuffer_remove_buffer(c->st.in, x->req_body, n);
-    x->bytes_in += n;
-    if (evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT) {
-        ws->paused = 1;
-        gw_stream_read(&c->st, 0);
+    if (n > 0) {
+        alive(c);
+        evbuffer_remove_buffer(c->st.in, x->req_body, n);
+        x->bytes_in += n;
+        if (evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT) {
+            ws->paused = 1;
+            gw_stream_read(&c->st, 0);
+        }
     }
+    /* After the client's EOF, its last byte taken: the upstream's side is done too. */
+    if (ws->client_eof)
+        x->req_done = 1;
     gw_exchange_req_body(x);
+}
+
+int gw_ws_on_eof(struct gw_conn *c)
+{
+    struct gw_ws *ws = c->h1.ws;
+    struct gw_exchange *x = c->h1.x;
+
+    if (!ws->tunnel || ws->client_eof || ws->upstream_gone || x->up == NULL)
+        return 0;
+    ws->client_eof = 1;
+    ws->pinging = 0; /* a half-closed client cannot answer pings */
+    gw_stream_read(&c->st, 0);
+    gw_conn_set_deadline(c, gw_now_ms() + conf_of(c)->close_timeout_ms);
+    tunnel_read(c);
+    return 1;
 }
 
 int gw_ws_tunnel_out(struct gw_conn *c, struct evbuffer *src)
@@ -395,34 +417,39 @@ void gw_ws_on_deadline(struct gw_conn *c)
     uint64_t now = gw_now_ms();
     uint8_t payload[8];
 
-    if (ws->close_sent) {
-        /* The client did not answer our close in time. */
+    if (ws->close_sent || ws->client_eof) {
+        /* The client did not answer our close in time, or the upstream did not finish after
+         * the client's half-close. */
         gw_conn_close(c);
         return;
     }
-    if (ws->paused || evbuffer_get_length(c->st.out) > 0 || (ws->tunnel && !at_boundary(ws))) {
-        /* Not idle: the upstream is slow, or the client has yet to take what we sent (the
-         * send timeout judges that), or an upstream frame is half through. Look again
-         * later. */
+    if (evbuffer_get_length(c->st.out) > 0 || (ws->tunnel && !at_boundary(ws))) {
+        /* Not idle: the client has yet to take what we sent (the send timeout judges that),
+         * or an upstream frame is half through. Look again later. */
         alive(c);
         return;
     }
+    /* An upstream that takes nothing (|paused|) holds the client's bytes back, its pongs
+     * included: after ping_interval + ping_timeout without progress the connection ends, as
+     * a stalled client's would. */
     if (!ws->pinging) {
         /* The payload is the time, so a pong can be told from another endpoint's. */
         for (int i = 0; i < 8; i++)
             payload[i] = (uint8_t)(now >> (56 - 8 * i));
         put_frame(c, WS_OP_PING, 1, 0, payload, sizeof payload);
         ws->pinging = 1;
-        ws->last_ping_ms = now;
         ws->ping_due_ms = now + conf_of(c)->ping_timeout_ms;
         gw_conn_set_deadline(c, ws->ping_due_ms);
         gw_stream_flush(&c->st);
         return;
     }
-    gw_log_ctx(GW_LOG_INFO, c->log_ctx,
-               "websocket: no answer to a ping within websocket.ping_timeout; closing");
+    gw_log_ctx(GW_LOG_INFO, c->log_ctx, "%s",
+               ws->paused ? "websocket: the upstream took no message for websocket.ping_interval "
+                            "+ ping_timeout; closing"
+                          : "websocket: no answer to a ping within websocket.ping_timeout; "
+                            "closing");
     if (x->error == NULL)
-        x->error = "websocket ping timeout";
+        x->error = ws->paused ? "websocket upstream stalled" : "websocket ping timeout";
     if (!ws->tunnel || at_boundary(ws))
         send_close(c, WS_CLOSE_INTERNAL, "ping timeout", 12);
     tell_upstream(c, WS_CLOSE_ABNORMAL, "", 0);

@@ -27,12 +27,15 @@ struct ws_bounds {
 
 /* Owned by the h1 session (gw_h1.ws) from the 101 until the connection is freed. */
 struct gw_ws {
-    struct ws_in in;              /* terminated: the client frame decoder */
-    struct ws_out out;            /* terminated with permessage-deflate: the compressor */
-    struct ws_bounds up_bounds;   /* tunnel: where the upstream's frames end, so that our
-                                     pings go between them */
+    union {                       /* one form or the other: an idle WebSocket costs little */
+        struct {
+            struct ws_in in;      /* terminated: the client frame decoder */
+            struct ws_out out;    /* terminated with permessage-deflate: the compressor */
+        };
+        struct ws_bounds up_bounds; /* tunnel: where the upstream's frames end, so that our
+                                       pings go between them */
+    };
     uint64_t ping_due_ms;         /* monotonic: when to ping (or give up, with |pinging|) */
-    uint64_t last_ping_ms;
     uint16_t close_code;          /* what we sent in our close frame */
     unsigned tunnel : 1;
     unsigned deflate : 1;         /* permessage-deflate agreed (terminated only) */
@@ -44,6 +47,8 @@ struct gw_ws {
     unsigned upstream_gone : 1;   /* the upstream detached (closed, failed or told) */
     unsigned bad_bounds : 1;      /* tunnel: the upstream's bytes are not frames we can follow:
                                      nothing is slipped in any more */
+    unsigned client_eof : 1;      /* tunnel: the client half-closed; the upstream finishes
+                                     within close_timeout */
 };
 
 /* Starts the session on |c| whose 101 head is queued, for the exchange c->h1.x. |tunnel|: the
@@ -54,6 +59,11 @@ void gw_ws_start(struct gw_conn *c, int tunnel);
 void gw_ws_on_read(struct gw_conn *c);
 void gw_ws_on_drain(struct gw_conn *c);
 void gw_ws_on_deadline(struct gw_conn *c);
+
+/* The client half-closed (EOF). In a tunnel whose upstream is still there, the upstream gets
+ * the client's last bytes and then EOF, and has close_timeout to finish: returns 1. Otherwise
+ * returns 0 (the connection closes). */
+int gw_ws_on_eof(struct gw_conn *c);
 
 /* The worker drains: close with 1001 (terminated) or at the next frame boundary (tunnel). */
 void gw_ws_drain(struct gw_conn *c);

@@ -608,7 +608,7 @@ static int write_request(struct as_strm *st)
     if (GW_SLICE_EQ_LIT(client, "unknown"))
         client.len = 0; /* a unix socket peer: the scope's client is None */
     r.client_host = astr(client);
-    r.client_port = peer ? x->fwd.client_port : 0;
+    r.client_port = peer ? x->fwd->client_port : 0;
     split_host(q->host, &hname, &hport);
     r.server_host = astr(hname);
     r.server_port = port_value(hport, https ? 443 : 80);
@@ -626,13 +626,13 @@ static int write_request(struct as_strm *st)
         sp += name.len;
         nh++;
     }
-    if (x->fwd.trusted) {
-        p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-for"), astr(x->fwd.xff)};
-        p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-proto"), astr(x->fwd.proto)};
-        if (x->fwd.fhost.len > 0)
-            p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-host"), astr(x->fwd.fhost)};
+    if (x->fwd->trusted) {
+        p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-for"), astr(x->fwd->xff)};
+        p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-proto"), astr(x->fwd->proto)};
+        if (x->fwd->fhost.len > 0)
+            p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-forwarded-host"), astr(x->fwd->fhost)};
     }
-    p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-request-id"), astr(x->fwd.request_id)};
+    p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-request-id"), astr(x->fwd->request_id)};
     r.headers = p->ah;
     r.n_headers = nh;
 

@@ -484,7 +484,7 @@ static int write_head(struct hu_conn *c)
 {
     const struct gw_exchange *x = c->x;
     const struct gw_req *r = &x->req;
-    const struct gw_forwarded *f = &x->fwd;
+    const struct gw_forwarded *f = x->fwd;
     struct evbuffer_iovec v;
     size_t cap;
     char *w;

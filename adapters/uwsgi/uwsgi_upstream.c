@@ -517,7 +517,7 @@ static void header_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
 static size_t packet_bound(const struct gw_exchange *x)
 {
     const struct gw_req *q = &x->req;
-    const struct gw_forwarded *f = &x->fwd;
+    const struct gw_forwarded *f = x->fwd;
     size_t n = UWSGI_HDR_LEN + UW_FIXED_VARS * UW_FIXED_VAR_BYTES + q->method.len +
                q->target.len + 2 * q->path.len + x->route->path_len + 2 * q->host.len +
                f->client_ip.len + f->xff.len + f->proto.len + f->fhost.len +
@@ -566,19 +566,19 @@ static int build_packet(struct uw_job *j, const char **reason)
         VAR_U64(&w, "CONTENT_LENGTH", spool_len(&j->req), "");
     addr = gw_exchange_client_addr(x, &peer_addr);
     VAR_SLICE(&w, "REMOTE_ADDR", addr);
-    if (peer_addr && x->fwd.client_port != 0)
-        VAR_U64(&w, "REMOTE_PORT", x->fwd.client_port, "");
+    if (peer_addr && x->fwd->client_port != 0)
+        VAR_U64(&w, "REMOTE_PORT", x->fwd->client_port, "");
     server_vars(&w, x);
     VAR(&w, "REQUEST_SCHEME", x->scheme, strlen(x->scheme));
     if (strcmp(x->scheme, "https") == 0)
         VAR(&w, "HTTPS", "on", 2);
     header_vars(&w, x);
-    VAR_SLICE(&w, "HTTP_X_FORWARDED_FOR", x->fwd.xff);
-    VAR_SLICE(&w, "HTTP_X_FORWARDED_PROTO", x->fwd.proto);
-    if (x->fwd.fhost.len > 0)
-        VAR_SLICE(&w, "HTTP_X_FORWARDED_HOST", x->fwd.fhost);
-    VAR_SLICE(&w, "HTTP_FORWARDED", x->fwd.forwarded);
-    VAR_SLICE(&w, "HTTP_X_REQUEST_ID", x->fwd.request_id);
+    VAR_SLICE(&w, "HTTP_X_FORWARDED_FOR", x->fwd->xff);
+    VAR_SLICE(&w, "HTTP_X_FORWARDED_PROTO", x->fwd->proto);
+    if (x->fwd->fhost.len > 0)
+        VAR_SLICE(&w, "HTTP_X_FORWARDED_HOST", x->fwd->fhost);
+    VAR_SLICE(&w, "HTTP_FORWARDED", x->fwd->forwarded);
+    VAR_SLICE(&w, "HTTP_X_REQUEST_ID", x->fwd->request_id);
     /* When the request was whole and about to ask for a slot: the app's "now - t" is the
      * time it spent queued (the convention of X-Request-Start readers such as APM agents). */
     VAR_U64(&w, "HTTP_X_REQUEST_START", j->enter_us, "t=");

@@ -12,6 +12,7 @@ websocket scope, any path:
                        flood:<n>:<size>       n binary messages of size bytes (message i is
                                               flood_message(i, size)), then the text flood-done
                        scope                  the scope as JSON (see scope_json)
+                       deaf:<s>               receives nothing for s seconds, then "deaf-done"
 http scope: 200 "ws_echo".
 
 With $WS_ECHO_LOG set, one JSON line per event is appended to that file:
@@ -20,6 +21,7 @@ With $WS_ECHO_LOG set, one JSON line per event is appended to that file:
   {"event": "http", "path": ...}                         an http scope
 """
 
+import asyncio
 import json
 import os
 
@@ -102,6 +104,9 @@ async def command(scope, send, text):
         await send({"type": "websocket.send", "text": "flood-done"})
     elif text == "scope":
         await send({"type": "websocket.send", "text": scope_json(scope)})
+    elif text.startswith("deaf:"):
+        await asyncio.sleep(float(text.split(":", 1)[1]))
+        await send({"type": "websocket.send", "text": "deaf-done"})
     else:
         await send({"type": "websocket.send", "text": text})
     return True

@@ -13,11 +13,13 @@ features, each a text command:
   ping / pong        answers with a PING or PONG event
   disconnect         answers with DISCONNECT
   slow:<s>           sleeps s seconds (holding the worker), then "slow-done"
-  bad-events         answers with a body that is not events
+  bad-events         answers with a body that is not events (text/plain)
+  truncated          answers with events cut inside one
+  closeflood:<n>:<s> answers n binary messages of s bytes, CLOSE 1000 "bye", n more
   status:<n>         answers with status n
 and paths for broken answers to OPEN: .../open-html (200, text/html), .../open-no-open (200,
 events without OPEN), .../bad-proto (accepts with a subprotocol nobody offered).
-Every POST is logged as {"event": "post", "path", "types", "connection_id", "meta"}."""
+Every POST is logged as {"event": "post", "path", "types", "size", "connection_id", "meta"}."""
 
 import json
 import time
@@ -107,6 +109,14 @@ def command(environ, text, out, headers):
         out.append(Event("TEXT", b"slow-done"))
     elif text == "bad-events":
         return "bad"
+    elif text == "truncated":
+        return "truncated"
+    elif text.startswith("closeflood:"):
+        _, n, size = text.split(":")
+        msgs = [Event("BINARY", flood_message(i, int(size))) for i in range(int(n))]
+        out.extend(msgs)
+        out.append(Event("CLOSE", wsevents.close_content(1000, "bye")))
+        out.extend(msgs)
     elif text.startswith("status:"):
         return text.split(":", 1)[1] + " Status"
     else:
@@ -120,8 +130,9 @@ def app(environ, start_response):
         log_event(event="http", path=path)
         return _plain(start_response, "200 OK", b"ws_echo")
     n = int(environ.get("CONTENT_LENGTH") or 0)
-    events = wsevents.decode(environ["wsgi.input"].read(n))
-    log_event(event="post", path=path, types=[e.type for e in events],
+    body = environ["wsgi.input"].read(n)
+    events = wsevents.decode(body)
+    log_event(event="post", path=path, types=[e.type for e in events], size=len(body),
               connection_id=environ.get("HTTP_CONNECTION_ID"), meta=_meta(environ))
     out, headers = [], []
     for ev in events:
@@ -150,6 +161,11 @@ def app(environ, start_response):
             special = command(environ, ev.text, out, headers)
             if special == "bad":
                 return _plain(start_response, "200 OK", b"<html>not events</html>")
+            if special == "truncated":
+                body = b"TEXT 10\r\nabc"
+                start_response("200 OK", [("Content-Type", wsevents.CONTENT_TYPE),
+                                          ("Content-Length", str(len(body)))])
+                return [body]
             if special is not None:
                 return _plain(start_response, special, b"refused")
         elif ev.type == "BINARY":

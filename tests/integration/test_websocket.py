@@ -28,6 +28,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import threading
 import time
@@ -131,6 +132,7 @@ class Kind:
       gateway          a gateway is in front (all but direct)
       terminates       the gateway terminates the WebSocket (frames, limits, pings are its own)
       posts            WebSocket-over-HTTP: the app sees POSTs of application/websocket-events
+      tunnel           the gateway tunnels bytes to an upstream that speaks WebSocket itself
       held             the upstream holds a connection for each WebSocket, so its loss is seen
                        at once (not so for uwsgi, which sees the app only at each POST)
       denial_response  the app side supports websocket.http.response (uvicorn 0.17 does not)"""
@@ -146,7 +148,7 @@ KINDS = {
                  {"gateway", "terminates", "denial_response", "held"}),
     "uwsgi": Kind("gatehouse.wsgi", start_gatehouse_wsgi,
                   {"gateway", "terminates", "denial_response", "posts"}),
-    "http": Kind("uvicorn", start_uvicorn, {"gateway", "held"}),
+    "http": Kind("uvicorn", start_uvicorn, {"gateway", "held", "tunnel"}),
     "direct": Kind("uvicorn", start_uvicorn, set()),
 }
 
@@ -744,6 +746,89 @@ def test_200_concurrent_websockets(env):
     assert sorted(done) == list(range(n))
 
 
+@needs("gateway", "terminates")
+def test_upstream_that_takes_nothing_ends_the_websocket(env):
+    """A client held back because the app takes no message (no credit comes back; the POST in
+    flight does not end) is not held for ever: after ping_interval + ping_timeout without
+    progress the gateway closes with 1011, tells the app and says why."""
+    g = env.gateway(route_ws=LIVENESS)
+    p = env.path()
+    with W.connect(g.port, p, timeout=10) as c:
+        c.send_text("slow:3" if "posts" in env.tags else "deaf:3")
+        t0 = time.monotonic()
+        c.sock.settimeout(0.5)
+        try:
+            for _ in range(512):                   # up to 8 MiB, until the gateway stops
+                c.send_binary(b"x" * 16384)        # reading
+        except OSError:
+            pass
+        c.sock.settimeout(10)
+        code, _ = c.close_or_eof(timeout=5)
+        took = time.monotonic() - t0
+    assert code in (1011, None), code              # None: a reset over the unread bytes
+    assert took < 4, took
+    assert "the upstream took no message" in g.stderr_text(), g.stderr_text()[-2000:]
+    env.wait_event(p, "disconnect", timeout=5)
+
+
+class HalfCloseUpstream:
+    """A WebSocket server that answers the upgrade with 101, reads until the client's EOF,
+    then sends one text frame saying how many bytes it got, and closes: its answer needs the
+    client's half-close to reach it and the way back to stay open."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(4096)
+            head, rest = head.split(b"\r\n\r\n", 1)
+            key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head).group(1).decode()
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
+                      % W.accept_for(key).encode())
+            got = len(rest)
+            while True:
+                piece = c.recv(65536)
+                if not piece:
+                    break
+                got += len(piece)
+            msg = b"got %d" % got
+            c.sendall(bytes([0x81, len(msg)]) + msg)
+
+    def stop(self):
+        self.sock.close()
+        self.t.join(5)
+
+
+@needs("tunnel")
+def test_tunnel_client_half_close_reaches_the_upstream_and_its_answer_comes_back(env):
+    up = HalfCloseUpstream()
+    try:
+        g = env.gateway(upstreams={"half": gw.upstream_conf(["127.0.0.1:%d" % up.port])},
+                        routes=[{"match": {"path": "/half/"}, "upstream": "half"}])
+        with W.connect(g.port, "/half/x") as c:
+            c.send_text("hello")                   # 2 + 4 (mask) + 5 bytes
+            c.sock.shutdown(socket.SHUT_WR)
+            assert c.recv_message(timeout=3).text == "got 11"
+            c.wait_tcp_closed(3)
+    finally:
+        up.stop()
+
+
 # ---- ends -----------------------------------------------------------------------------------
 
 @needs()
@@ -1056,7 +1141,8 @@ def test_woh_ping_pong_and_disconnect_from_the_app(env):
 
 @needs("posts")
 @pytest.mark.parametrize("cmd,logged", [
-    ("bad-events", "the answer ends inside an event"),
+    ("bad-events", "an answer with a body that is not application/websocket-events"),
+    ("truncated", "the answer ends inside an event"),
     ("status:500", "status 500 to a POST of events"),
 ])
 def test_woh_broken_answer_after_open_closes_1011(env, cmd, logged):
@@ -1117,6 +1203,87 @@ def test_woh_app_down_502_at_handshake_and_1011_after(env):
         r = c.handshake(env.path())
     assert r.status == 502, r
     assert g.alive()
+
+
+@needs("posts")
+def test_woh_client_that_does_not_read_is_held_back(env):
+    """Echoes of 2,000 x 6,000 bytes to a client that reads nothing for 3 s: no new POST starts
+    while its output is full, so its messages wait, then it is not read either; the gateway
+    holds far less than the 12 MB; then every echo arrives, in order."""
+    g = env.gateway()
+    n, size = 2000, 6000
+    with W.connect(g.port, env.path(), timeout=20, rcvbuf=128 * 1024) as c:
+        base = g.rss_kb()
+        sampler = gw.RssSampler(g.pid).start()
+        sent = []
+
+        def writer():
+            for i in range(n):
+                c.send_binary(ws_echo.flood_message(i, size))
+                sent.append(i)
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        time.sleep(3)
+        held_at = len(sent)
+        sampler.stop()
+        assert held_at < n, "the client was never held back"
+        assert sampler.max_kb - base < 4 * 1024, (held_at, base, sampler.max_kb)
+        for i in range(n):
+            m = c.recv_message()
+            assert m.opcode == OP_BINARY and m.data == ws_echo.flood_message(i, size), i
+        t.join(10)
+        clean_close(c)
+
+
+@needs("posts")
+def test_woh_app_close_in_a_paused_answer_frees_the_session(env):
+    """An answer that pauses on a slow client and then holds the app's CLOSE, with more after
+    it: the rest is dropped at once instead of waiting for a resume that never comes, so a
+    SIGTERM drains at once (a review found it waiting for shutdown.timeout)."""
+    g = env.gateway(shutdown={"delay": "0s", "timeout": "10s"})
+    with W.connect(g.port, env.path(), timeout=10, rcvbuf=4096) as c:
+        for _ in range(600):                        # echoes pile up unread: output full
+            c.send_binary(b"f" * 6000)
+            time.sleep(0.005)
+        c.send_text("slow:0.5")                     # a POST out: the next three go together
+        time.sleep(0.1)
+        c.send_text("x")
+        c.send_text("close:1000:bye")
+        c.send_binary(b"t" * (256 << 10))
+        time.sleep(1)
+        assert c.expect_close(1000, timeout=10) == (1000, "bye")
+    t0 = time.monotonic()
+    g.signal(signal.SIGTERM)
+    assert g.wait_exit(12) == 0
+    assert time.monotonic() - t0 < 3, "the drain waited for a paused answer"
+
+
+@needs("posts")
+def test_woh_batch_is_bounded_when_no_post_is_out(env):
+    """Twenty compressed 60 KB messages in one small write (about 2 KB on the wire), while no
+    POST is out: the client is not read past 64 KiB of waiting events, so no POST body goes
+    over max_message + 64 KiB (a review found all 1.2 MB in one POST)."""
+    g = env.gateway(route_ws={"max_message": "64k"})
+    p = env.path()
+    with W.connect(g.port, p, timeout=10, extensions="permessage-deflate") as c:
+        assert c.deflate is not None, c.response
+        c.send_raw(b"".join(W.encode_frame(OP_BINARY, W.deflate_message(bytes([i]) * 60000),
+                                           rsv1=True) for i in range(20)))
+        for i in range(20):
+            assert c.recv_message().data == bytes([i]) * 60000, i
+        clean_close(c)
+    sizes = [e["size"] for e in posts(env, p)]
+    assert sum(sizes) > 20 * 60000 and max(sizes) <= 64 * 1024 + 65536 + 64, sizes
+
+
+@needs("posts")
+def test_woh_app_told_disconnect_when_a_post_fails_after_open(env):
+    g = env.gateway()
+    p = env.path()
+    with W.connect(g.port, p) as c:
+        c.send_text("status:500")
+        assert c.close_or_eof(timeout=3)[0] == 1011
+    env.wait_event(p, "disconnect", code=1006)
 
 
 @needs("posts")
