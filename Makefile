@@ -110,8 +110,14 @@ bench:
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	exit $$st
 
+# Builds the images of docker/, runs docker/compose.yaml, checks every demo route and a
+# SIGTERM under load, tears it down (tools/container-test.sh). Needs docker or podman's Docker
+# API and docker-compose; not part of `make test`.
+container-test:
+	tools/container-test.sh
+
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all deps unit integration python-tests fuzz test asan run bench clean
+.PHONY: all deps unit integration python-tests fuzz test asan run bench container-test clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
