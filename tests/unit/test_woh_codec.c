@@ -669,7 +669,8 @@ static size_t rt_len;
 static void rt_add(const void *p, size_t n)
 {
     cr_assert_leq(rt_len + n, sizeof rt_body);
-    memcpy(rt_body + rt_len, p, n);
+    if (n > 0) /* memcpy's pointers must be valid even for 0 bytes (UBSan) */
+        memcpy(rt_body + rt_len, p, n);
     rt_len += n;
 }
 
