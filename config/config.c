@@ -1245,18 +1245,9 @@ static int parse_servers(struct loader *l, const struct node *v, const char *pat
         return -1;
     u->servers = gw_xcalloc(v->nkids, sizeof *u->servers);
     for (const struct node *e = v->first; e != NULL; e = e->next, i++) {
-        const struct gw_server_conf *sv = &u->servers[u->nservers];
-
         join_idx(p, path, i);
         if (parse_server(l, e, p, &u->servers[u->nservers++]))
             return -1;
-        /* The uwsgi and asgi drivers have no resolver yet ("protocol" is parsed before
-         * "servers"). */
-        if (u->protocol != GW_PROTO_HTTP && sv->unix_path == NULL && !sv->numeric)
-            return fail(l, e, p,
-                        "host names are not supported for %s servers yet (use an IP address "
-                        "or unix:/path)",
-                        u->protocol == GW_PROTO_UWSGI ? "uwsgi" : "asgi");
     }
     return 0;
 }
@@ -1991,6 +1982,21 @@ static const struct field shutdown_fields[] = {
      .max = DUR_MAX},
 };
 
+static int parse_admin_address(struct loader *l, const struct node *v, const char *path,
+                               void *base)
+{
+    struct gw_config *c = base;
+
+    free(c->admin.address);
+    c->admin.address = NULL;
+    c->admin.backlog = 64;
+    return parse_listen_address(l, v, path, &c->admin);
+}
+
+static const struct field admin_fields[] = {
+    {.key = "address", .kind = F_FN, .required = 1, .fn = parse_admin_address},
+};
+
 static const struct field log_fields[] = {
     {.key = "access",
      .kind = F_ENUM,
@@ -2026,6 +2032,7 @@ static const struct field top_fields[] = {
     {.key = "limits", .kind = F_MAP, SUB(limits_fields)},
     {.key = "timeouts", .kind = F_MAP, SUB(timeout_fields)},
     {.key = "shutdown", .kind = F_MAP, SUB(shutdown_fields)},
+    {.key = "admin", .kind = F_MAP, SUB(admin_fields)},
     {.key = "trusted_proxies", .kind = F_FN, .fn = parse_trusted},
     {.key = "log", .kind = F_MAP, SUB(log_fields)},
     {.key = "resolver", .kind = F_MAP, SUB(resolver_fields)},
@@ -2080,6 +2087,7 @@ static void config_free(struct gw_config *c)
     for (size_t i = 0; i < c->nlisten; i++)
         free(c->listen[i].address);
     free(c->listen);
+    free(c->admin.address);
     free(c->trusted);
     for (size_t i = 0; i < c->resolver.nnameservers; i++)
         free(c->resolver.nameservers[i]);

@@ -57,6 +57,7 @@ struct gw_upstream_conf {
                                      across all workers; 0 (the default) = no limit */
     size_t queue_limit;           /* queue.limit (uwsgi): requests waiting for a slot, 512 */
     uint64_t queue_timeout_ms;    /* queue.timeout (uwsgi): longest wait before a 503, 10s */
+    unsigned metric_slot;         /* its label in /metrics (gateway/metrics.c sets it) */
     uint64_t retry_after_ms;      /* queue.retry_after (uwsgi): that 503's Retry-After, 1s
                                      (sent in whole seconds, rounded up) */
     unsigned connections;         /* connections (asgi): long-lived connections per server and
@@ -99,6 +100,7 @@ struct gw_route_conf {
     uint64_t sse_heartbeat_ms; /* sse.heartbeat: the top level's unless the route sets it */
     struct gw_ws_conf ws;  /* websocket: the top level's, with the route's keys over it */
     size_t index;          /* position in the file, the last tie-break */
+    unsigned metric_slot;  /* its label in /metrics (gateway/metrics.c sets it) */
 };
 
 struct gw_cidr {
@@ -129,6 +131,8 @@ struct gw_config {
         uint64_t delay_ms;        /* 0s */
         uint64_t timeout_ms;      /* 30s */
     } shutdown;
+    struct gw_listen_conf admin;  /* admin.address: /healthz /readyz /metrics; address NULL:
+                                     no admin listener */
     struct gw_cidr *trusted;      /* trusted_proxies */
     size_t ntrusted;
     struct {

@@ -13,6 +13,7 @@
 #include "adapters/asgi/asgi_upstream.h"
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/router.h"
 #include "gateway/woh.h"
 #include "gateway/worker.h"
@@ -300,11 +301,10 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
     /* The forwarding values' struct first: the header array after it stays aligned. */
     fwd = (struct gw_forwarded *)(void *)cur;
     cur += sizeof *fwd;
-    /* The clocks are read only for the access log. */
+    /* The monotonic clocks are read only for the access log; the start for the metrics too. */
     x->timed = snap->cfg->log.access != GW_ACCESS_OFF;
     x->queue_us = -1;
-    if (x->timed)
-        x->start_us = wall_us();
+    x->start_us = wall_us();
     x->w = w;
     x->snap = gw_wsnap_ref(snap);
     x->cfg = snap->cfg;
@@ -413,8 +413,19 @@ int gw_exchange_start(struct gw_exchange *x)
     /* A blocking pool cannot hold a WebSocket: it gets one short request per batch. */
     x->up = x->ws && route->upstream->protocol == GW_PROTO_UWSGI ? &gw_woh_upstream_ops
                                                                  : driver_of(route);
+    x->counted = 1;
+    gw_m_gauge(&x->w->metrics->inflight[route->upstream->metric_slot], 1);
     x->up->start(x);
     return 0;
+}
+
+/* The upstream let go of |x|: it leaves the in-flight gauge. */
+static void detached(struct gw_exchange *x)
+{
+    if (!x->counted)
+        return;
+    x->counted = 0;
+    gw_m_gauge(&x->w->metrics->inflight[x->route->upstream->metric_slot], -1);
 }
 
 struct gw_exchange *gw_exchange_new_call(const struct gw_call *call, struct evbuffer *body,
@@ -471,6 +482,7 @@ void gw_exchange_cancel(struct gw_exchange *x)
     const struct gw_upstream_ops *up = x->up;
 
     x->up = NULL;
+    detached(x);
     if (up != NULL)
         up->cancel(x);
     x->up_ctx = NULL;
@@ -496,6 +508,7 @@ void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailer
                           size_t ntrailers)
 {
     x->up = NULL;
+    detached(x);
     x->up_ctx = NULL;
     if (x->timed)
         x->up_end_ms = gw_now_ms();
@@ -505,6 +518,7 @@ void gw_exchange_resp_end(struct gw_exchange *x, const struct h1_header *trailer
 void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason)
 {
     x->up = NULL;
+    detached(x);
     x->up_ctx = NULL;
     if (x->timed)
         x->up_end_ms = gw_now_ms();
@@ -532,6 +546,7 @@ int gw_exchange_ws_send(struct gw_exchange *x, unsigned flags, const uint8_t *p,
 void gw_exchange_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
 {
     x->up = NULL;
+    detached(x);
     x->up_ctx = NULL;
     if (x->timed)
         x->up_end_ms = gw_now_ms();
@@ -548,6 +563,7 @@ void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *rea
     const struct gw_upstream_ops *up = x->up;
 
     x->up = NULL;
+    detached(x);
     if (up != NULL) {
         if (up->ws_close != NULL)
             up->ws_close(x, code, reason, n);
@@ -610,6 +626,19 @@ void gw_exchange_free(struct gw_exchange *x)
 {
     if (x == NULL)
         return;
+    if (!x->quiet) {
+        uint64_t now = wall_us();
+        const struct gw_route_conf *rt = x->route;
+
+        detached(x); /* freed with the upstream still attached: the caller cancelled it */
+        if (x->sse)
+            gw_m_gauge(&x->w->metrics->sse_streams, -1);
+        gw_metrics_exchange(x->w->metrics, rt != NULL ? rt->metric_slot : 0,
+                            rt != NULL ? rt->upstream->metric_slot : 0,
+                            x->head_sent ? x->status : 0,
+                            now > x->start_us ? now - x->start_us : 0, x->ws || x->sse,
+                            x->bytes_in, x->bytes_out, x->queue_us);
+    }
     if (!x->quiet && x->cfg->log.access != GW_ACCESS_OFF && x->w->alog != NULL) {
         struct gw_access_rec r;
         uint64_t now = wall_us();

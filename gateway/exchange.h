@@ -182,7 +182,7 @@ struct gw_exchange {
     int status;                            /* status sent to the client */
     int head_sent;
     int timed;                             /* the access log is on: read the clocks below */
-    uint64_t start_us;                     /* wall clock, microseconds; 0 unless timed */
+    uint64_t start_us;                     /* wall clock, microseconds (a call's: 0) */
     uint64_t up_start_ms;                  /* monotonic; 0 when not reached or not timed */
     uint64_t up_end_ms;                    /* monotonic: the upstream detached */
     const char *server;                    /* upstream server address text, borrowed */
@@ -192,6 +192,9 @@ struct gw_exchange {
     unsigned retry_after_s;                /* with a 503 of the upstream side: Retry-After */
     uint64_t bytes_in, bytes_out;
     int quiet;                             /* a call of the gateway's own: no access log */
+    int counted;                           /* in the upstream's in-flight gauge (metrics) */
+    int sse;                               /* the response is an event stream: counted in
+                                              the open-streams gauge until freed */
     char *block;                           /* owns, when not NULL: the request copy (kept
                                               apart from the struct for a WebSocket
                                               handshake, to be compacted after the 101) */

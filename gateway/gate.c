@@ -317,3 +317,18 @@ void gw_gate_counts(struct gw_gate *g, unsigned *inflight, size_t *queued)
     *queued = g->queued;
     pthread_mutex_unlock(&gates_mu);
 }
+
+int gw_gate_counts_by_name(const char *name, unsigned *inflight, size_t *queued)
+{
+    struct gw_gate *g;
+
+    pthread_mutex_lock(&gates_mu);
+    for (g = gates; g != NULL && strcmp(g->name, name) != 0; g = g->next)
+        ;
+    if (g != NULL) {
+        *inflight = g->inflight;
+        *queued = g->queued;
+    }
+    pthread_mutex_unlock(&gates_mu);
+    return g != NULL;
+}

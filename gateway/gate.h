@@ -74,4 +74,9 @@ void gw_gate_leave(struct gw_gate_waiter *w);
 /* Counts for tests and metrics, read under the mutex: slots taken and waiters queued. */
 void gw_gate_counts(struct gw_gate *g, unsigned *inflight, size_t *queued);
 
+/* Sets the slots in use and the waiters of the gate named |name| (for /metrics), without
+ * changing it. Returns 0 when no gate has that name (no uwsgi upstream of that name). Thread
+ * safe. */
+int gw_gate_counts_by_name(const char *name, unsigned *inflight, size_t *queued);
+
 #endif

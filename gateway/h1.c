@@ -8,6 +8,7 @@
 #include "gateway/conn.h"
 #include "gateway/exchange.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
 #include "gateway/ws.h"
@@ -543,6 +544,9 @@ void gw_h1_free(struct gw_conn *c)
     gw_ws_free(c);
 }
 
+static void down_end(struct gw_exchange *x, const struct h1_header *trailers,
+                     size_t ntrailers);
+
 void gw_h1_drain(struct gw_conn *c)
 {
     struct gw_h1 *h = &c->h1;
@@ -550,6 +554,16 @@ void gw_h1_drain(struct gw_conn *c)
     h->keep_alive = 0;
     if (h->state == GW_H1_WS) {
         gw_ws_drain(c);
+        return;
+    }
+    if (h->x != NULL && h->x->sse && h->x->head_sent && !h->resp_done) {
+        /* An event stream never ends by itself: it ends now, as a complete response (its
+         * last chunk), so that the client reconnects to another instance; the upstream
+         * hears that its client left. */
+        struct gw_exchange *x = h->x;
+
+        gw_exchange_cancel(x);
+        down_end(x, NULL, 0);
         return;
     }
     /* Only a keep-alive connection idle between requests is closed now. A fresh connection
@@ -603,8 +617,12 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
             h->resp_close = 1, h->keep_alive = 0;
     }
     /* A length-delimited body leaves no room for extra bytes. */
-    h->sse = r->content_length < 0 && r->has_body && !h->head_request &&
-             x->route != NULL && x->route->sse_heartbeat_ms > 0 && is_event_stream(r);
+    if (r->content_length < 0 && r->has_body && !h->head_request && is_event_stream(r) &&
+        !x->sse) {
+        x->sse = 1;
+        gw_m_gauge(&c->w->metrics->sse_streams, 1);
+    }
+    h->sse = x->sse && x->route != NULL && x->route->sse_heartbeat_ms > 0;
     h->sse_line_start = 1;
     if (reason.len == 0) {
         reason.p = status_text(r->status);

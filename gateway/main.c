@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "gateway/admin.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
 
@@ -26,13 +29,20 @@ struct gw_main {
     struct event *drain_timer;    /* shutdown.delay, then shutdown.timeout */
     struct event *poll_timer;     /* checks whether the workers have finished */
     int stopping;                 /* 0 running, 1 delaying, 2 draining, 3 stopped hard */
+    struct gw_metrics **wm;       /* each worker's figures, for the admin listener */
+    struct gw_metrics_main mm;
+    struct gw_admin *admin;       /* NULL without admin.address */
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: gatehouse [-c FILE] [--check] [--version]\n"
+    fprintf(f, "usage: gatehouse [-c FILE] [--check] [--healthcheck [URL]] [--version]\n"
                "  -c, --config FILE  configuration file (default config/gatehouse.yaml)\n"
                "      --check        validate the configuration and exit\n"
+               "      --healthcheck [URL]\n"
+               "                     GET URL (default: /healthz on the configuration's\n"
+               "                     admin.address, else http://127.0.0.1:9901/healthz); exit 0\n"
+               "                     when it answers 200, 1 otherwise (for HEALTHCHECK)\n"
                "  -v, --version      print the version and exit\n");
 }
 
@@ -72,10 +82,15 @@ static void reload(struct gw_main *m)
     int **fds;
 
     gw_log_info("SIGHUP: reloading %s", m->config_path);
+    m->mm.last_reload_ok = 0;
+    m->mm.reloads_failed++;
     if (gw_config_load_file(m->config_path, &cfg, err, sizeof err) != 0) {
         gw_log_error("reload refused, keeping the running configuration: %s", err);
         return;
     }
+    if ((cfg->admin.address == NULL) != (m->cfg->admin.address == NULL) ||
+        (cfg->admin.address != NULL && strcmp(cfg->admin.address, m->cfg->admin.address) != 0))
+        gw_log_warn("reload: admin.address takes effect only after a restart");
     if (cfg->workers != m->nworkers)
         gw_log_warn("reload: workers %u -> %u takes effect only after a restart", m->nworkers,
                     cfg->workers);
@@ -95,11 +110,15 @@ static void reload(struct gw_main *m)
         }
     }
     gw_log_set_level(cfg->log.level);
+    gw_metrics_label(cfg);
     for (unsigned i = 0; i < m->nworkers; i++)
         gw_worker_post(&m->workers[i], GW_CMD_RELOAD, gw_config_ref(cfg), fds[i], cfg->nlisten);
     free(fds);
     gw_config_unref(m->cfg);
     m->cfg = cfg;
+    m->mm.reloads_failed--;
+    m->mm.reloads_ok++;
+    m->mm.last_reload_ok = 1;
     gw_log_info("configuration reloaded");
 }
 
@@ -169,6 +188,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     gw_log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     m->stopping = 1;
+    m->mm.draining = 1; /* /readyz fails from now on, through shutdown.delay */
     set_timer(m->poll_timer, 50);
     if (m->cfg->shutdown.delay_ms > 0)
         set_timer(m->drain_timer, m->cfg->shutdown.delay_ms);
@@ -183,6 +203,10 @@ static int run(struct gw_main *m)
 
     m->nworkers = m->cfg->workers;
     m->workers = gw_xcalloc(m->nworkers, sizeof *m->workers);
+    m->wm = gw_xcalloc(m->nworkers, sizeof *m->wm);
+    m->mm.last_reload_ok = 1;
+    m->mm.start_time_s = (uint64_t)time(NULL);
+    gw_metrics_label(m->cfg);
     for (unsigned i = 0; i < m->nworkers; i++) {
         int *fds = gw_xcalloc(m->cfg->nlisten, sizeof *fds);
         if (open_listeners(m->cfg, NULL, fds) != 0 ||
@@ -193,6 +217,7 @@ static int run(struct gw_main *m)
             break;
         }
         free(fds);
+        m->wm[i] = m->workers[i].metrics;
     }
     m->base = event_base_new();
     if (m->base == NULL)
@@ -206,6 +231,17 @@ static int run(struct gw_main *m)
         m->drain_timer == NULL || m->poll_timer == NULL || event_add(m->sig_term, NULL) != 0 ||
         event_add(m->sig_int, NULL) != 0 || event_add(m->sig_hup, NULL) != 0)
         rc = 1;
+    if (rc == 0 && m->cfg->admin.address != NULL) {
+        struct gw_admin_view view = {
+            .workers = m->wm,
+            .nworkers = m->nworkers,
+            .cfg = (const struct gw_config *const *)&m->cfg,
+            .main = &m->mm,
+        };
+        m->admin = gw_admin_start(m->base, &m->cfg->admin, &view);
+        if (m->admin == NULL)
+            rc = 1;
+    }
     for (unsigned i = 0; rc == 0 && i < m->nworkers; i++) {
         if (gw_worker_start(&m->workers[i]) != 0) {
             gw_log_error("cannot start worker thread %u", i);
@@ -222,9 +258,11 @@ static int run(struct gw_main *m)
         for (unsigned i = 0; i < started; i++)
             gw_worker_post(&m->workers[i], GW_CMD_STOP, NULL, NULL, 0);
     }
+    gw_admin_free(m->admin);
     for (unsigned i = 0; i < started; i++)
         gw_worker_join(&m->workers[i]);
     free(m->workers);
+    free(m->wm);
     event_free(m->sig_term);
     event_free(m->sig_int);
     event_free(m->sig_hup);
@@ -236,11 +274,38 @@ static int run(struct gw_main *m)
     return rc;
 }
 
+/* --healthcheck without a URL asks the configuration's admin.address (127.0.0.1 for a
+ * wildcard), or the default one when the file cannot be read. */
+static int healthcheck_main(const char *config_path, const char *url)
+{
+    char err[1024], buf[128];
+    struct gw_config *cfg = NULL;
+    int rc;
+
+    if (url == NULL && gw_config_load_file(config_path, &cfg, err, sizeof err) == 0 &&
+        cfg->admin.address != NULL) {
+        const char *a = cfg->admin.address;
+        if (strncmp(a, "*:", 2) == 0)
+            snprintf(buf, sizeof buf, "http://127.0.0.1:%s/healthz", a + 2);
+        else if (strncmp(a, "[::]:", 5) == 0)
+            snprintf(buf, sizeof buf, "http://[::1]:%s/healthz", a + 5);
+        else if (strncmp(a, "0.0.0.0:", 8) == 0)
+            snprintf(buf, sizeof buf, "http://127.0.0.1:%s/healthz", a + 8);
+        else
+            snprintf(buf, sizeof buf, "http://%s/healthz", a);
+        url = buf;
+    }
+    rc = gw_admin_healthcheck(url);
+    gw_config_unref(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct gw_main m;
     char err[1024];
-    int check = 0, rc;
+    int check = 0, healthcheck = 0, rc;
+    const char *health_url = NULL;
 
     memset(&m, 0, sizeof m);
     m.config_path = "config/gatehouse.yaml";
@@ -249,6 +314,10 @@ int main(int argc, char **argv)
             m.config_path = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
             check = 1;
+        } else if (strcmp(argv[i], "--healthcheck") == 0) {
+            healthcheck = 1;
+            if (i + 1 < argc && strncmp(argv[i + 1], "http://", 7) == 0)
+                health_url = argv[++i];
         } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
             printf("gatehouse %s\n", GW_VERSION);
             return 0;
@@ -261,6 +330,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (healthcheck)
+        return healthcheck_main(m.config_path, health_url);
     if (gw_config_load_file(m.config_path, &m.cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;

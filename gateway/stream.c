@@ -77,7 +77,8 @@ static void arm_read_timer(struct gw_stream *s, uint64_t at_ms, uint64_t now)
 
     /* Made at the first use: many streams never time a read (a WebSocket client's), and an
      * idle connection should cost little. */
-    if (s->tev == NULL && (s->tev = evtimer_new(event_get_base(s->rev), on_read_timer, s)) == NULL) {
+    if (s->tev == NULL &&
+        (s->tev = evtimer_new(event_get_base(s->rev), on_read_timer, s)) == NULL) {
         gw_log_error("out of memory");
         abort();
     }

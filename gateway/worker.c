@@ -17,6 +17,7 @@
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/conn.h"
 #include "gateway/gate.h"
+#include "gateway/metrics.h"
 #include "gateway/util.h"
 
 /* Connections accepted per readiness of a listener, so one busy listener cannot starve the
@@ -40,9 +41,9 @@ static struct gw_wsnap *wsnap_new(struct gw_worker *w, struct gw_config *cfg)
         const struct gw_upstream_conf *u = &cfg->upstreams[i];
 
         if (u->protocol == GW_PROTO_UWSGI)
-            s->pools[i] = gw_uwsgi_pool_new(w->base, w->gate_box, u);
+            s->pools[i] = gw_uwsgi_pool_new(w->base, w->dns, w->gate_box, u);
         else if (u->protocol == GW_PROTO_ASGI)
-            s->pools[i] = gw_asgi_pool_new(w->base, u, cfg);
+            s->pools[i] = gw_asgi_pool_new(w->base, w->dns, u, cfg);
         else
             s->pools[i] = gw_http_pool_new(w->base, w->dns, u);
     }
@@ -105,6 +106,7 @@ void gw_worker_conn_added(struct gw_worker *w, struct gw_conn *c)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    gw_m_gauge(&w->metrics->connections_http1, 1);
 }
 
 void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
@@ -116,6 +118,7 @@ void gw_worker_conn_removed(struct gw_worker *w, struct gw_conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     w->nconns--;
+    gw_m_gauge(&w->metrics->connections_http1, -1);
     if (w->draining && w->nconns == 0 && w->tasks == NULL)
         event_base_loopexit(w->base, NULL);
 }
@@ -442,6 +445,7 @@ int gw_worker_init(struct gw_worker *w, unsigned id, struct gw_config *cfg, cons
     w->gate_box = gw_gate_box_new(w->base);
     if (w->gate_box == NULL)
         return GW_E_NOMEM;
+    w->metrics = gw_xcalloc(1, sizeof *w->metrics);
     gw_config_ref(cfg);
     w->snap = wsnap_new(w, cfg);
     w->alog = gw_access_log_new(STDOUT_FILENO, cfg->log.access_buffer);
@@ -574,6 +578,7 @@ void gw_worker_join(struct gw_worker *w)
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);
     free(w->hdrs);
+    free(w->metrics);
     if (w->ws_tmp != NULL)
         evbuffer_free(w->ws_tmp);
     event_base_free(w->base);

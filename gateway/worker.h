@@ -75,6 +75,7 @@ struct gw_worker {
     int draining;                      /* no keep-alive, no accept */
 
     struct gw_gate_box *gate_box;      /* where this thread's queued exchanges get slots */
+    struct gw_metrics *metrics;        /* owned: this thread's figures for /metrics */
     struct event *notify;              /* activated by the main thread */
     pthread_mutex_t lock;              /* guards the fields below */
     unsigned cmds;                     /* enum gw_worker_cmd bits */

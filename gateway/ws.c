@@ -10,6 +10,7 @@
 #include "gateway/conn.h"
 #include "gateway/exchange.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
 
@@ -145,6 +146,7 @@ void gw_ws_start(struct gw_conn *c, int tunnel)
 
     c->h1.ws = ws;
     ws->tunnel = tunnel != 0;
+    gw_m_gauge(&c->w->metrics->websockets, 1);
     if (!ws->tunnel) {
         ws->in.conf.max_message = wc->max_message;
         if (x->ws_hs.deflate) {
@@ -168,6 +170,7 @@ void gw_ws_free(struct gw_conn *c)
 
     if (ws == NULL)
         return;
+    gw_m_gauge(&c->w->metrics->websockets, -1);
     if (!ws->tunnel) {
         ws_in_free(&ws->in);
         ws_out_free(&ws->out);

@@ -26,6 +26,7 @@
 #include "adapters/asgi/asgi_codec.h"
 #include "gateway/h1_parse.h"
 #include "gateway/log.h"
+#include "gateway/resolve.h"
 #include "gateway/stream.h"
 #include "gateway/util.h"
 
@@ -53,12 +54,6 @@ struct as_list {
     size_t n;
 };
 
-struct as_server {
-    const struct gw_server_conf *conf; /* borrowed from the snapshot */
-    struct sockaddr_storage ss;
-    socklen_t len;                     /* 0: the address could not be made */
-};
-
 enum ac_state {
     AC_DOWN = 0,   /* no socket; |retry| may be armed */
     AC_CONNECTING, /* connect(2) in progress */
@@ -67,12 +62,18 @@ enum ac_state {
     AC_GOAWAY,     /* the app drains: no new streams; closed when the last one ends */
 };
 
-/* One long-lived connection to an application server. Owns its socket, its events and the
- * id table of its open streams (the streams themselves belong to their exchanges). */
+/* One long-lived connection to an application server's address. Owns its socket, its events,
+ * its label and the id table of its open streams (the streams themselves belong to their
+ * exchanges). Allocated on its own and listed in pool->conns; a retired one (its address went
+ * out of its name's answer) takes no new stream and, once closed, waits on pool->grave until
+ * no callback of the pool is on the stack. */
 struct as_conn {
     struct gw_asgi_pool *pool;
-    struct as_server *srv;
-    unsigned idx;                    /* position in the pool, for logs */
+    const struct gw_server_conf *conf; /* borrowed from the snapshot */
+    struct gw_addr addr;             /* where it connects */
+    char *label;                     /* "ADDRESS" or "NAME:PORT (IP:PORT)", for logs */
+    struct as_conn *gnext;           /* in pool->grave */
+    unsigned idx;                    /* a number in the pool, for logs */
     struct gw_stream s;
     enum ac_state state;
     struct event *kick;              /* opens pending streams, pumps bodies, flushes */
@@ -91,6 +92,9 @@ struct as_conn {
     uint64_t last_rx_ms;             /* the last byte from the app */
     uint64_t ping_sent_ms;           /* 0: no PING outstanding */
     unsigned kicked : 1;
+    unsigned retired : 1;            /* closed once its streams are done, never reopened */
+    unsigned buried : 1;             /* on pool->grave */
+    unsigned doomed : 1;             /* scratch: to be retired */
 };
 
 /* One exchange's state: x->up_ctx while attached. |busy| counts calls into the exchange on
@@ -143,10 +147,12 @@ struct gw_asgi_pool {
     struct event_base *base;
     const struct gw_upstream_conf *u;
     const struct gw_config *cfg;
-    struct as_server *servers;
-    size_t nservers;
-    struct as_conn *conns;           /* nservers * connections, server by server */
-    size_t nconns;
+    struct gw_resolve *names;        /* the servers' addresses */
+    struct as_conn **conns;          /* `connections` per address of each server */
+    size_t nconns, capconns;
+    unsigned next_idx;
+    struct as_conn *grave;           /* closed retired connections, freed by pool_leave() */
+    struct as_list waiting;          /* streams waiting for a first answer for a name */
     size_t rr;                       /* tie-break cursor among equally loaded connections */
     struct event *tick;
     struct asgi_header *ah;          /* scratch: decoded or encoded header lists, |nh| long */
@@ -263,18 +269,30 @@ static void conn_destroy(struct as_conn *c)
     if (c->retry != NULL)
         event_free(c->retry);
     free(c->tab);
+    free(c->label);
+    free(c);
+}
+
+static void grave_empty(struct gw_asgi_pool *p)
+{
+    while (p->grave != NULL) {
+        struct as_conn *c = p->grave;
+        p->grave = c->gnext;
+        conn_destroy(c);
+    }
 }
 
 static void pool_destroy(struct gw_asgi_pool *p)
 {
+    gw_resolve_free(p->names);
     for (size_t i = 0; i < p->nconns; i++)
-        conn_destroy(&p->conns[i]);
+        conn_destroy(p->conns[i]);
+    grave_empty(p);
     if (p->tick != NULL)
         event_free(p->tick);
     if (p->tmp != NULL)
         evbuffer_free(p->tmp);
     free(p->conns);
-    free(p->servers);
     free(p->ah);
     free(p->hh);
     free(p->subs);
@@ -289,7 +307,10 @@ static void pool_enter(struct gw_asgi_pool *p)
 
 static void pool_leave(struct gw_asgi_pool *p)
 {
-    if (--p->depth == 0 && p->closing)
+    if (--p->depth != 0)
+        return;
+    grave_empty(p);
+    if (p->closing)
         pool_destroy(p);
 }
 
@@ -699,7 +720,7 @@ static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid,
     size_t best_load = 0;
 
     for (size_t k = 0; k < p->nconns; k++) {
-        struct as_conn *c = &p->conns[(p->rr + k) % p->nconns];
+        struct as_conn *c = p->conns[(p->rr + k) % p->nconns];
         size_t load = c->open.n + c->pending.n;
 
         if (c == avoid)
@@ -721,9 +742,9 @@ static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid,
     if (best != NULL || !reopen)
         return best;
     for (size_t k = 0; k < p->nconns; k++) {
-        struct as_conn *c = &p->conns[(p->rr + k) % p->nconns];
+        struct as_conn *c = p->conns[(p->rr + k) % p->nconns];
 
-        if (c == avoid || c->state != AC_DOWN || c->srv->len == 0)
+        if (c == avoid || c->state != AC_DOWN || c->retired)
             continue;
         event_del(c->retry);
         conn_connect(c);
@@ -733,15 +754,26 @@ static struct as_conn *pick(struct gw_asgi_pool *p, const struct as_conn *avoid,
     return NULL;
 }
 
-/* Puts |st| on a connection's pending list, or fails it with 502 when there is none. Its
- * deadline was set once, when the exchange started. */
+/* Puts |st| on a connection's pending list; when there is none, on the pool's waiting list
+ * while a host name awaits its first answer, else fails it with 502. Its deadline was set
+ * once, when the exchange started. */
 static void assign(struct as_strm *st, struct as_conn *avoid, int reopen)
 {
-    struct as_conn *c = pick(st->pool, avoid, reopen);
+    struct gw_asgi_pool *p = st->pool;
+    struct as_conn *c = pick(p, avoid, reopen);
 
+    if (c == NULL && gw_resolve_waiting(p->names)) {
+        st->list = &p->waiting;
+        list_push(&p->waiting, st);
+        return;
+    }
     if (c == NULL) {
+        if (p->nconns == 0 && gw_resolve_log_unresolved(p->names, p->u, st->x->log_ctx, "") > 0) {
+            strm_end(st, 502, GW_R_UNRESOLVED, ASGI_ERR_NONE, NULL, 0);
+            return;
+        }
         gw_log_ctx(GW_LOG_WARN, st->x->log_ctx, "upstream %s: no connection to any server",
-                   st->pool->u->name);
+                   p->u->name);
         strm_end(st, 502, GW_R_REFUSED, ASGI_ERR_NONE, NULL, 0);
         return;
     }
@@ -807,7 +839,7 @@ static void open_pending(struct as_conn *c)
         st->list = &c->open;
         list_push(&c->open, st);
         tab_insert(c, st);
-        x->server = c->srv->conf->address;
+        x->server = c->conf->address;
         if (x->timed && x->up_start_ms == 0)
             x->up_start_ms = gw_now_ms();
         if (!x->req.has_body) {
@@ -1430,7 +1462,7 @@ static void on_hello(struct as_conn *c, const struct asgi_frame_header *h, const
     c->backoff_ms = 0;
     if (c->fails > 0)
         gw_log_info("upstream %s: connection %u to %s is back", p->u->name, c->idx,
-                    c->srv->conf->address);
+                    c->label);
     c->fails = 0;
     gw_stream_set_read_timeout(&c->s, 0); /* PINGs watch a ready connection */
     conn_kick(c);
@@ -1493,7 +1525,7 @@ static void on_goaway(struct as_conn *c, const struct asgi_frame_header *h, cons
         return;
     }
     gw_log_info("upstream %s: connection %u to %s: the app drains", p->u->name, c->idx,
-                c->srv->conf->address);
+                c->label);
     c->state = AC_GOAWAY;
     c->goaway_last = g.last_stream;
     /* Streams it never saw go elsewhere; those it has finish here. */
@@ -1693,7 +1725,7 @@ static void conn_connect(struct as_conn *c)
 
     c->state = AC_CONNECTING;
     c->gen++;
-    if (gw_stream_connect_now(&c->s, p->base, (const struct sockaddr *)&c->srv->ss, c->srv->len,
+    if (gw_stream_connect_now(&c->s, p->base, (const struct sockaddr *)&c->addr.ss, c->addr.len,
                               p->u->connect_ms, on_read, on_drain, on_event, c, &now) != 0) {
         char why[96];
 
@@ -1713,13 +1745,35 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pool_enter(c->pool);
-    if (c->state == AC_DOWN)
+    if (c->state == AC_DOWN && !c->retired)
         conn_connect(c);
     pool_leave(c->pool);
 }
 
+/* Takes a closed retired connection out of the pool; it is freed once no callback of the
+ * pool is on the stack (callers may still look at it). */
+static void conn_bury(struct as_conn *c)
+{
+    struct gw_asgi_pool *p = c->pool;
+
+    if (c->buried)
+        return;
+    for (size_t i = 0; i < p->nconns; i++) {
+        if (p->conns[i] == c) {
+            memmove(&p->conns[i], &p->conns[i + 1], (p->nconns - i - 1) * sizeof *p->conns);
+            p->nconns--;
+            break;
+        }
+    }
+    event_del(c->retry);
+    c->buried = 1;
+    c->gnext = p->grave;
+    p->grave = c;
+}
+
 /* The connection is gone (|why|; NULL: a drained one closing): its open streams fail, its
- * pending ones go elsewhere, and it is reopened after the backoff. */
+ * pending ones go elsewhere, and it is reopened after the backoff (a retired one is buried
+ * instead). */
 static void conn_lost(struct as_conn *c, const char *why)
 {
     struct gw_asgi_pool *p = c->pool;
@@ -1729,7 +1783,7 @@ static void conn_lost(struct as_conn *c, const char *why)
 
     if (why != NULL && (c->fails++ == 0 || c->state >= AC_HELLO))
         gw_log_warn("upstream %s: connection %u to %s: %s%s", p->u->name, c->idx,
-                    c->srv->conf->address, why,
+                    c->label, why,
                     open.n > 0 ? "; failing its streams" : "; reconnecting");
     c->state = AC_DOWN;
     c->gen++;
@@ -1752,7 +1806,9 @@ static void conn_lost(struct as_conn *c, const char *why)
                                                              : c->backoff_ms * 2;
     tv.tv_sec = c->backoff_ms / 1000;
     tv.tv_usec = (c->backoff_ms % 1000) * 1000;
-    if (!p->closing)
+    if (c->retired)
+        conn_bury(c);
+    else if (!p->closing)
         evtimer_add(c->retry, &tv);
 
     /* The lists were taken whole: each stream is handled once, and one that a callback
@@ -1845,8 +1901,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pool_enter(p);
+    /* Waiting for a first answer for a name: timeouts.connect (the deadline adds first_byte). */
+    for (struct as_strm *st = p->waiting.head; st != NULL && !p->closing;) {
+        struct as_strm *next = st->next;
+
+        if (now + p->u->first_byte_ms >= st->deadline_ms) {
+            if (st->x != NULL)
+                gw_resolve_log_unresolved(p->names, p->u, st->x->log_ctx,
+                                          " (no answer within timeouts.connect)");
+            strm_fail(st, 1, GW_R_TIMEOUT, ASGI_ERR_NONE);
+            next = p->waiting.head; /* failing one may have ended others: start over */
+        }
+        st = next;
+    }
     for (size_t i = 0; i < p->nconns && !p->closing; i++) {
-        struct as_conn *c = &p->conns[i];
+        struct as_conn *c = p->conns[i];
         struct as_strm *st;
 
         if (c->state == AC_READY || c->state == AC_GOAWAY) {
@@ -1991,62 +2060,192 @@ const struct gw_upstream_ops gw_asgi_upstream_ops = {
 
 /* ---- pool --------------------------------------------------------------------------------- */
 
-static int server_init(const struct gw_upstream_conf *u, struct as_server *srv,
-                       const struct gw_server_conf *sc)
+/* A new connection of server |sc| to |a|, listed in the pool; not connected yet. NULL when out
+ * of memory. */
+static struct as_conn *conn_add(struct gw_asgi_pool *p, const struct gw_server_conf *sc,
+                                const struct gw_addr *a, int named)
 {
-    srv->conf = sc;
-    if (gw_server_sockaddr(sc, &srv->ss, &srv->len) == 0)
-        return 0;
-    /* The loader refuses host names here; anything else is a bug worth a line. */
-    gw_log_error("upstream %s server %s: not a usable address", u->name, sc->address);
-    return -1;
+    struct as_conn *c = gw_xcalloc(1, sizeof *c);
+    char ip[128];
+    size_t n;
+
+    c->pool = p;
+    c->conf = sc;
+    c->addr = *a;
+    c->idx = p->next_idx++;
+    c->wants_tail = &c->wants;
+    if (named) {
+        gw_addr_format(a, ip, sizeof ip);
+        n = strlen(sc->address) + strlen(ip) + 4;
+        c->label = gw_xmalloc(n);
+        snprintf(c->label, n, "%s (%s)", sc->address, ip);
+    } else {
+        c->label = gw_xstrndup(sc->address, strlen(sc->address));
+    }
+    c->kick = event_new(p->base, -1, 0, on_kick, c);
+    c->retry = evtimer_new(p->base, on_retry, c);
+    if (c->kick == NULL || c->retry == NULL) {
+        conn_destroy(c);
+        return NULL;
+    }
+    if (p->nconns == p->capconns) {
+        p->capconns = p->capconns ? 2 * p->capconns : 8;
+        p->conns = gw_xrealloc(p->conns, p->capconns * sizeof *p->conns);
+    }
+    p->conns[p->nconns++] = c;
+    return c;
 }
 
-struct gw_asgi_pool *gw_asgi_pool_new(struct event_base *base, const struct gw_upstream_conf *u,
+/* |c|'s address left its name's answer: it takes no new stream, its waiting ones go to the
+ * other connections, and it closes once its open streams are done (at once when it has none),
+ * never to be reopened. */
+static void conn_retire(struct as_conn *c)
+{
+    struct gw_asgi_pool *p = c->pool;
+    uint64_t gen = c->gen;
+    struct as_strm *st;
+
+    c->retired = 1;
+    event_del(c->retry);
+    gw_log_info("upstream %s: connection %u to %s: the address is gone from the answer; "
+                "closing it%s",
+                p->u->name, c->idx, c->label, c->open.n > 0 ? " once its streams are done" : "");
+    if (c->state == AC_DOWN) {
+        conn_bury(c);
+        return;
+    }
+    if (c->state == AC_READY)
+        c->state = AC_GOAWAY; /* as when the app drains: no new streams here */
+    while (!p->closing && c->gen == gen && (st = c->pending.head) != NULL) {
+        unlink_conn(st, ASGI_ERR_NONE);
+        assign(st, c, 0);
+    }
+    if (p->closing || c->gen != gen)
+        return;
+    if (c->state != AC_GOAWAY)
+        conn_lost(c, NULL); /* connecting, or waiting for HELLO: nothing of it is in use */
+    else
+        conn_kick(c);       /* on_kick() closes it when no stream is left */
+}
+
+static int addr_eq(const struct gw_addr *a, const struct gw_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Makes server |i|'s connections follow its addresses: `connections` new ones to each new
+ * address (first, so that streams moved off retired ones find them), and those to an address
+ * that went are retired. */
+static void server_sync(struct gw_asgi_pool *p, size_t i)
+{
+    const struct gw_server_conf *sc = &p->u->servers[i];
+    size_t n, first = p->nconns;
+    const struct gw_addr *a = gw_resolve_addrs(p->names, i, &n);
+    int named = gw_resolve_named(p->names, i);
+    struct as_conn *c;
+
+    for (size_t e = 0; e < n; e++) {
+        int have = 0;
+
+        for (size_t k = 0; k < p->nconns && !have; k++)
+            have = p->conns[k]->conf == sc && !p->conns[k]->retired &&
+                   addr_eq(&p->conns[k]->addr, &a[e]);
+        for (unsigned k = 0; !have && k < p->u->connections; k++)
+            if (conn_add(p, sc, &a[e], named) == NULL)
+                gw_log_error("upstream %s server %s: cannot add a connection (out of memory)",
+                             p->u->name, sc->address);
+    }
+    /* Marked first, retired after: retiring calls into exchanges, which may bury others. */
+    for (size_t k = 0; k < p->nconns; k++) {
+        int keep = 0;
+
+        c = p->conns[k];
+        if (c->conf != sc || c->retired)
+            continue;
+        for (size_t e = 0; e < n && !keep; e++)
+            keep = addr_eq(&c->addr, &a[e]);
+        c->doomed = !keep;
+    }
+    for (size_t k = first; k < p->nconns && !p->closing; k++)
+        if (p->conns[k]->state == AC_DOWN && !p->conns[k]->retired && !p->conns[k]->doomed &&
+            p->conns[k]->conf == sc)
+            conn_connect(p->conns[k]);
+    for (;;) {
+        c = NULL;
+        for (size_t k = 0; k < p->nconns && c == NULL; k++)
+            if (p->conns[k]->doomed)
+                c = p->conns[k];
+        if (c == NULL || p->closing)
+            break;
+        c->doomed = 0;
+        conn_retire(c);
+    }
+}
+
+/* A lookup ended: the connections follow a changed answer, and the streams that wait for a
+ * first answer try again (or fail, when no name is left to wait for). */
+static void on_names(void *arg, size_t i, int changed)
+{
+    struct gw_asgi_pool *p = arg;
+    struct as_list w = p->waiting;
+    struct as_strm *st;
+
+    pool_enter(p);
+    if (changed)
+        server_sync(p, i);
+    /* Taken whole, as conn_lost() does: a stream cancelled meanwhile leaves this list. */
+    p->waiting = (struct as_list){NULL, NULL, 0};
+    for (st = w.head; st != NULL; st = st->next)
+        st->list = &w;
+    while (!p->closing && (st = w.head) != NULL) {
+        list_remove(&w, st);
+        st->list = NULL;
+        assign(st, NULL, 1);
+    }
+    pool_leave(p);
+}
+
+struct gw_asgi_pool *gw_asgi_pool_new(struct event_base *base, struct evdns_base *dns,
+                                      const struct gw_upstream_conf *u,
                                       const struct gw_config *cfg)
 {
     struct gw_asgi_pool *p = gw_xcalloc(1, sizeof *p);
     struct timeval tick = {0, AS_TICK_MS * 1000};
-    size_t usable = 0;
+    int named = 0;
 
     p->base = base;
     p->u = u;
     p->cfg = cfg;
-    p->nservers = u->nservers;
-    p->servers = gw_xcalloc(u->nservers, sizeof *p->servers);
-    for (size_t i = 0; i < u->nservers; i++)
-        usable += server_init(u, &p->servers[i], &u->servers[i]) == 0;
     p->nh = cfg->limits.headers + 8;
     p->ah = gw_xcalloc(p->nh, sizeof *p->ah);
     p->hh = gw_xcalloc(p->nh, sizeof *p->hh);
     p->subs = gw_xcalloc(p->nh, sizeof *p->subs);
     p->tmp = evbuffer_new();
     p->tick = event_new(base, -1, EV_PERSIST, on_tick, p);
-    p->nconns = u->nservers * u->connections;
-    p->conns = gw_xcalloc(p->nconns, sizeof *p->conns);
-    for (size_t i = 0; i < p->nconns; i++) {
-        struct as_conn *c = &p->conns[i];
-
-        c->pool = p;
-        c->srv = &p->servers[i / u->connections];
-        c->idx = (unsigned)i;
-        c->wants_tail = &c->wants;
-        c->kick = event_new(base, -1, 0, on_kick, c);
-        c->retry = evtimer_new(base, on_retry, c);
-        if (c->kick == NULL || c->retry == NULL)
-            usable = 0;
-    }
-    if (usable == 0 || p->tmp == NULL || p->tick == NULL) {
+    p->names = gw_resolve_new(base, dns, u, on_names, p);
+    if (p->tmp == NULL || p->tick == NULL) {
         gw_log_error("upstream %s: no usable server", u->name);
         pool_destroy(p);
         return NULL;
     }
     event_add(p->tick, &tick);
+    /* Through the guard: connects may fail at once, and an answer from /etc/hosts comes
+     * within gw_resolve_start(). */
     pool_enter(p);
-    for (size_t i = 0; i < p->nconns; i++)
-        if (p->conns[i].srv->len != 0)
-            conn_connect(&p->conns[i]);
+    for (size_t i = 0; i < u->nservers; i++) {
+        named |= gw_resolve_named(p->names, i);
+        server_sync(p, i);
+    }
+    if (gw_resolve_start(p->names) != 0) {
+        gw_log_error("upstream %s: cannot start resolving (out of memory)", u->name);
+        named = 0;
+    }
     pool_leave(p);
+    if (p->nconns == 0 && !named) {
+        gw_log_error("upstream %s: no usable server", u->name);
+        pool_destroy(p);
+        return NULL;
+    }
     return p;
 }
 

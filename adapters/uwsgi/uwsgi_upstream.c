@@ -23,6 +23,7 @@
 #include "adapters/uwsgi/uwsgi_codec.h"
 #include "gateway/h1_parse.h"
 #include "gateway/log.h"
+#include "gateway/resolve.h"
 #include "gateway/stream.h"
 #include "gateway/util.h"
 
@@ -33,7 +34,7 @@
 #define UW_FEED_STEP (64 * 1024)
 /* Vars the gateway adds besides one per request header. */
 #define UW_FIXED_VARS 32
-/* The servers an exchange remembers having tried. */
+/* The targets an exchange remembers having tried. */
 #define UW_TRIED_BITS 64
 /* Finished jobs a pool keeps, with their buffers and events, for the next exchanges. */
 #define UW_SPARE_JOBS 64
@@ -54,10 +55,11 @@ struct uw_spool {
     const char *dir;        /* borrowed from the snapshot */
 };
 
-struct uw_server {
+/* One address to balance over: a numeric or unix: server, or one address a server's host name
+ * resolves to. Rebuilt when an answer changes, so a job keeps copies, never a pointer. */
+struct uw_target {
     const struct gw_server_conf *conf;  /* borrowed from the snapshot */
-    struct sockaddr_storage ss;
-    socklen_t len;                      /* 0: the address could not be made */
+    struct gw_addr addr;
     atomic_uint *inflight;              /* exchanges connected or connecting, in every worker
                                            (the gate's counter for this address) */
 };
@@ -69,9 +71,12 @@ struct gw_uwsgi_pool {
     struct gw_gate_box *box;            /* the thread's, borrowed */
     struct gw_gate *gate;               /* one reference */
     const struct gw_upstream_conf *u;
-    struct uw_server *servers;
-    size_t nservers;
-    size_t rr;                          /* tie-break cursor among equally loaded servers */
+    struct gw_resolve *names;           /* the servers' addresses */
+    struct uw_target *targets;          /* owned */
+    size_t ntargets;
+    unsigned gen;                       /* bumped when |targets| is rebuilt */
+    struct uw_job *resolving;           /* waiting for a first answer, linked by |rnext| */
+    size_t rr;                          /* tie-break cursor among equally loaded targets */
     size_t njobs;
     struct uw_job *spare;               /* up to UW_SPARE_JOBS, linked through |next_spare| */
     size_t nspare;
@@ -79,7 +84,7 @@ struct gw_uwsgi_pool {
     int closing;
 };
 
-enum uw_phase { UP_BODY = 0, UP_QUEUED, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
+enum uw_phase { UP_BODY = 0, UP_QUEUED, UP_RESOLVE, UP_CONNECT, UP_WAIT_HEAD, UP_RESP };
 
 /* One exchange's state: x->up_ctx while attached. Freed when detached and no callback of it
  * is on the stack (|refs|). Owns its stream, spools, packet and queue timer; |wait| holds a
@@ -90,14 +95,19 @@ struct uw_job {
     struct gw_exchange *x;              /* NULL once detached */
     struct gw_stream s;
     struct gw_gate_waiter wait;
-    struct event *qtimer;               /* queue.timeout while queued; NULL until first queued */
+    struct event *qtimer;               /* queue.timeout while queued, timeouts.connect while
+                                           waiting for a name; NULL until first needed */
+    struct uw_job *rnext;               /* in pool->resolving */
     uint64_t enter_us;                  /* wall clock when it asked the gate for a slot */
-    struct uw_server *srv;              /* counted in srv->inflight while set */
+    const struct gw_server_conf *srv;   /* the server connected to, while |inflight| is set */
+    atomic_uint *inflight;              /* its address's counter, counted while set */
     struct uw_spool req, resp;
     struct evbuffer *tmp;               /* one feed step, or a body piece short of the input */
     uint8_t *packet;                    /* the vars packet, kept until connected */
     size_t packet_len;
-    uint64_t tried;                     /* bit i: server i was tried */
+    uint64_t tried;                     /* bit i: target i was tried (in |tried_gen|) */
+    unsigned tried_gen;
+    unsigned attempts;                  /* connects tried: at most one per target */
     enum uw_phase phase;
     enum h1_body mode;                  /* response framing once the head is in */
     uint64_t remaining;                 /* H1_BODY_LENGTH: bytes still to come */
@@ -259,8 +269,9 @@ static void pool_destroy(struct gw_uwsgi_pool *p)
     if (p->njobs != 0)
         gw_log_error("upstream %s: pool freed with %zu exchanges still attached", p->u->name,
                      p->njobs);
+    gw_resolve_free(p->names);
     gw_gate_detach(p->gate);
-    free(p->servers);
+    free(p->targets);
     free(p);
 }
 
@@ -339,8 +350,9 @@ static void close_worker(struct uw_job *j)
         gw_stream_park(&j->s);
         j->open = 0;
     }
-    if (j->srv != NULL) {
-        atomic_fetch_sub_explicit(j->srv->inflight, 1, memory_order_relaxed);
+    if (j->inflight != NULL) {
+        atomic_fetch_sub_explicit(j->inflight, 1, memory_order_relaxed);
+        j->inflight = NULL;
         j->srv = NULL;
     }
 }
@@ -354,8 +366,24 @@ static void release_worker(struct uw_job *j)
     gw_gate_leave(&j->wait);
 }
 
+/* Takes |j| off the list of exchanges waiting for a name. */
+static void resolving_remove(struct uw_job *j)
+{
+    struct uw_job **pp = &j->pool->resolving;
+
+    if (j->phase != UP_RESOLVE)
+        return;
+    while (*pp != NULL && *pp != j)
+        pp = &(*pp)->rnext;
+    if (*pp != NULL)
+        *pp = j->rnext;
+    j->rnext = NULL;
+    j->phase = UP_CONNECT;
+}
+
 static void detach(struct uw_job *j)
 {
+    resolving_remove(j);
     release_worker(j);
     j->x = NULL;
     j->dead = 1;
@@ -374,7 +402,7 @@ static void fail(struct uw_job *j, int status, const char *reason, const char *w
     struct gw_exchange *x = j->x;
 
     gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s server %s: %s%s%s%s", j->pool->u->name,
-               j->srv != NULL ? j->srv->conf->address : "-", what, err ? " (" : "",
+               j->srv != NULL ? j->srv->address : "-", what, err ? " (" : "",
                err ? strerror(err) : "", err ? ")" : "");
     detach(j);
     gw_exchange_fail(x, status, reason);
@@ -602,59 +630,91 @@ static void on_drain(struct gw_stream *s, void *arg);
 static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg);
 static void on_connected(struct uw_job *j);
 
-/* The untried server with the fewest exchanges in flight; ties go round the cursor. */
-static struct uw_server *pick(struct uw_job *j, size_t *idx)
+/* The untried target with the fewest exchanges in flight; ties go round the cursor. */
+static struct uw_target *pick(struct uw_job *j, size_t *idx)
 {
     struct gw_uwsgi_pool *p = j->pool;
-    struct uw_server *best = NULL;
+    struct uw_target *best = NULL;
 
-    for (size_t k = 0; k < p->nservers; k++) {
-        size_t i = (p->rr + k) % p->nservers;
-        struct uw_server *srv = &p->servers[i];
+    for (size_t k = 0; k < p->ntargets; k++) {
+        size_t i = (p->rr + k) % p->ntargets;
+        struct uw_target *t = &p->targets[i];
 
-        if (srv->len == 0 || (i < UW_TRIED_BITS && (j->tried >> i & 1)))
+        if (i < UW_TRIED_BITS && (j->tried >> i & 1))
             continue;
-        if (best == NULL || atomic_load_explicit(srv->inflight, memory_order_relaxed) <
+        if (best == NULL || atomic_load_explicit(t->inflight, memory_order_relaxed) <
                                 atomic_load_explicit(best->inflight, memory_order_relaxed)) {
-            best = srv;
+            best = t;
             *idx = i;
         }
     }
     if (best != NULL)
-        p->rr = (*idx + 1) % p->nservers;
+        p->rr = (*idx + 1) % p->ntargets;
     return best;
 }
 
-/* Connects to the next server; when none is left fails x with |status| and |reason| (the
- * failure that led here), or 502 when nothing could be tried at all. */
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* No target is left but a host name has its first lookup out: |j| waits for the answer, at
+ * most timeouts.connect (its slot stays held, as while connecting). */
+static void wait_for_names(struct uw_job *j)
+{
+    struct gw_uwsgi_pool *p = j->pool;
+    struct timeval tv;
+
+    j->phase = UP_RESOLVE;
+    j->rnext = p->resolving;
+    p->resolving = j;
+    if (j->qtimer == NULL)
+        j->qtimer = evtimer_new(p->base, on_queue_timeout, j);
+    if (j->qtimer != NULL && evtimer_pending(j->qtimer, NULL))
+        return; /* woken once already: the first deadline stands */
+    tv.tv_sec = (time_t)(p->u->connect_ms / 1000);
+    tv.tv_usec = (suseconds_t)(p->u->connect_ms % 1000 * 1000);
+    if (j->qtimer == NULL || evtimer_add(j->qtimer, &tv) != 0) {
+        fail(j, 502, GW_R_REFUSED, "cannot arm the resolve timer (out of memory)", 0);
+        return;
+    }
+}
+
+/* Connects to the next target; when none is left waits for a first answer for a host name,
+ * or fails x with |status| and |reason| (the failure that led here), or 502 when nothing could
+ * be tried at all. */
 static void connect_next(struct uw_job *j, int status, const char *reason)
 {
     struct gw_uwsgi_pool *p = j->pool;
     struct gw_exchange *x = j->x;
     int now = 0;
 
-    for (size_t attempt = 0; attempt <= p->nservers; attempt++) {
+    /* The targets were rebuilt since the last try: indices mean other addresses now. */
+    if (j->tried_gen != p->gen) {
+        j->tried = 0;
+        j->tried_gen = p->gen;
+    }
+    while (j->attempts < p->ntargets) {
         size_t idx = 0;
-        struct uw_server *srv = pick(j, &idx);
+        struct uw_target *t = pick(j, &idx);
 
-        if (srv == NULL)
+        if (t == NULL)
             break;
+        j->attempts++;
         if (idx < UW_TRIED_BITS)
             j->tried |= (uint64_t)1 << idx;
-        x->server = srv->conf->address;
-        if (gw_stream_connect_now(&j->s, p->base, (const struct sockaddr *)&srv->ss, srv->len,
-                                  p->u->connect_ms, on_read, on_drain, on_event, j,
+        x->server = t->conf->address;
+        if (gw_stream_connect_now(&j->s, p->base, (const struct sockaddr *)&t->addr.ss,
+                                  t->addr.len, p->u->connect_ms, on_read, on_drain, on_event, j,
                                   &now) != 0) {
             int err = errno;
             gw_log_ctx(GW_LOG_WARN, x->log_ctx, "upstream %s server %s: connect failed (%s)",
-                       p->u->name, srv->conf->address, strerror(err));
+                       p->u->name, t->conf->address, strerror(err));
             status = 502;
             reason = GW_R_REFUSED;
             continue;
         }
         j->open = 1;
-        j->srv = srv;
-        atomic_fetch_add_explicit(srv->inflight, 1, memory_order_relaxed);
+        j->srv = t->conf;
+        j->inflight = t->inflight;
+        atomic_fetch_add_explicit(j->inflight, 1, memory_order_relaxed);
         j->s.lowat = GW_BODY_HIWAT / 2;
         j->phase = UP_CONNECT;
         /* A unix socket connects within the call: the packet goes out in this loop turn,
@@ -663,7 +723,16 @@ static void connect_next(struct uw_job *j, int status, const char *reason)
             on_connected(j);
         return;
     }
-    gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: no server left to try", p->u->name);
+    if (gw_resolve_waiting(p->names)) {
+        wait_for_names(j);
+        return;
+    }
+    if (gw_resolve_log_unresolved(p->names, p->u, x->log_ctx, "") > 0 && j->attempts == 0) {
+        status = 502;
+        reason = GW_R_UNRESOLVED;
+    } else {
+        gw_log_ctx(GW_LOG_ERROR, x->log_ctx, "upstream %s: no server left to try", p->u->name);
+    }
     detach(j);
     gw_exchange_fail(x, status, reason);
 }
@@ -727,9 +796,18 @@ static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     job_enter(j);
-    /* Granted meanwhile: on_granted() is on its way through the box; let it run. */
-    if (j->x != NULL && gw_gate_unqueue(&j->wait))
+    if (j->x != NULL && j->phase == UP_RESOLVE) {
+        struct gw_exchange *x = j->x;
+
+        resolving_remove(j);
+        gw_resolve_log_unresolved(j->pool->names, j->pool->u, x->log_ctx,
+                                  " (no answer within timeouts.connect)");
+        detach(j);
+        gw_exchange_fail(x, 504, GW_R_TIMEOUT);
+    } else if (j->x != NULL && j->phase == UP_QUEUED && gw_gate_unqueue(&j->wait)) {
+        /* Granted meanwhile: on_granted() is on its way through the box; let it run. */
         fail_busy(j, R_QUEUE_TIMEOUT, "no slot within queue.timeout");
+    }
     job_leave(j);
 }
 
@@ -1112,7 +1190,7 @@ static void on_connected(struct uw_job *j)
 static void connect_failed(struct uw_job *j, int timeout, int err)
 {
     gw_log_ctx(GW_LOG_WARN, j->x->log_ctx, "upstream %s server %s: connect %s%s%s%s",
-               j->pool->u->name, j->srv->conf->address, timeout ? "timed out" : "failed",
+               j->pool->u->name, j->srv->address, timeout ? "timed out" : "failed",
                err ? " (" : "", err ? strerror(err) : "", err ? ")" : "");
     close_worker(j);
     connect_next(j, timeout ? 504 : 502, timeout ? GW_R_TIMEOUT : GW_R_REFUSED);
@@ -1235,34 +1313,104 @@ const struct gw_upstream_ops gw_uwsgi_upstream_ops = {
 
 /* ---- pool ------------------------------------------------------------------------------- */
 
-static int server_init(const struct gw_upstream_conf *u, struct uw_server *srv,
-                       const struct gw_server_conf *sc)
+/* Rebuilds the targets from the servers' addresses. A numeric or unix: server counts under
+ * its address as written, an address a name resolves to under its numeric form: the gate's
+ * counters are per address across workers and reloads, so every thread agrees on them. */
+static void targets_build(struct gw_uwsgi_pool *p)
 {
-    srv->conf = sc;
-    if (gw_server_sockaddr(sc, &srv->ss, &srv->len) == 0)
-        return 0;
-    /* The loader refuses host names here; anything else is a bug worth a line. */
-    gw_log_error("upstream %s server %s: not a usable address", u->name, sc->address);
-    return -1;
+    const struct gw_upstream_conf *u = p->u;
+    struct uw_target *t;
+    size_t n = 0, k = 0;
+
+    for (size_t i = 0; i < u->nservers; i++) {
+        size_t m;
+        gw_resolve_addrs(p->names, i, &m);
+        n += m;
+    }
+    t = n > 0 ? gw_xcalloc(n, sizeof *t) : NULL;
+    for (size_t i = 0; i < u->nservers; i++) {
+        size_t m;
+        const struct gw_addr *a = gw_resolve_addrs(p->names, i, &m);
+
+        for (size_t e = 0; e < m; e++, k++) {
+            char key[128];
+
+            t[k].conf = &u->servers[i];
+            t[k].addr = a[e];
+            t[k].inflight = gw_gate_server_counter(
+                p->gate, gw_resolve_named(p->names, i) ? gw_addr_format(&a[e], key, sizeof key)
+                                                       : u->servers[i].address);
+        }
+    }
+    free(p->targets);
+    p->targets = t;
+    p->ntargets = n;
+    p->rr = 0;
+    p->gen++;
 }
 
-struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base, struct gw_gate_box *box,
+/* A lookup ended: the targets follow a changed answer (jobs in flight keep their address and
+ * counter), and the exchanges waiting for a first answer try again. */
+static void on_names(void *arg, size_t i, int changed)
+{
+    struct gw_uwsgi_pool *p = arg;
+    struct uw_job **held, *j;
+    size_t n = 0, k = 0;
+
+    (void)i;
+    p->depth++;
+    if (changed)
+        targets_build(p);
+    /* Taken whole and held: a job failed below may end others of the list (one client), and
+     * one that waits again goes back on the pool's list, relinked. */
+    for (j = p->resolving; j != NULL; j = j->rnext)
+        n++;
+    held = n > 0 ? gw_xmalloc(n * sizeof *held) : NULL;
+    for (j = p->resolving; j != NULL; j = j->rnext) {
+        job_enter(j);
+        held[k++] = j;
+    }
+    p->resolving = NULL;
+    for (k = 0; k < n; k++) {
+        j = held[k];
+        j->rnext = NULL;
+        if (j->x != NULL && j->phase == UP_RESOLVE) {
+            j->phase = UP_CONNECT;
+            connect_next(j, 502, GW_R_REFUSED);
+            if (j->phase != UP_RESOLVE && j->qtimer != NULL)
+                event_del(j->qtimer);
+        }
+    }
+    for (k = 0; k < n; k++)
+        job_leave(held[k]);
+    free(held);
+    if (--p->depth == 0 && p->closing)
+        pool_destroy(p);
+}
+
+struct gw_uwsgi_pool *gw_uwsgi_pool_new(struct event_base *base, struct evdns_base *dns,
+                                        struct gw_gate_box *box,
                                         const struct gw_upstream_conf *u)
 {
     struct gw_uwsgi_pool *p = gw_xcalloc(1, sizeof *p);
-    size_t usable = 0;
+    int named = 0;
 
     p->base = base;
     p->box = box;
     p->u = u;
     p->gate = gw_gate_attach(u->name, u->concurrency, u->queue_limit);
-    p->nservers = u->nservers;
-    p->servers = gw_xcalloc(u->nservers, sizeof *p->servers);
-    for (size_t i = 0; i < u->nservers; i++) {
-        p->servers[i].inflight = gw_gate_server_counter(p->gate, u->servers[i].address);
-        usable += server_init(u, &p->servers[i], &u->servers[i]) == 0;
+    p->names = gw_resolve_new(base, dns, u, on_names, p);
+    targets_build(p);
+    for (size_t i = 0; i < u->nservers; i++)
+        named |= gw_resolve_named(p->names, i);
+    /* Through the guard: an answer from /etc/hosts comes within the call. */
+    p->depth++;
+    if (gw_resolve_start(p->names) != 0) {
+        gw_log_error("upstream %s: cannot start resolving (out of memory)", u->name);
+        named = 0;
     }
-    if (usable == 0) {
+    p->depth--;
+    if (p->ntargets == 0 && !named) {
         gw_log_error("upstream %s: no usable server", u->name);
         pool_destroy(p);
         return NULL;

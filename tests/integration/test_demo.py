@@ -95,6 +95,7 @@ class Demo:
     def __init__(self, workdir):
         self.workdir = workdir
         self.port = free_port()
+        self.admin_port = free_port()
         self.tmpdir = workdir / "tmp"   # TMPDIR: where demo.sh makes its runtime directory
         self.tmpdir.mkdir()
         self.wsgi_sock = workdir / "wsgi.sock"
@@ -103,6 +104,7 @@ class Demo:
         self.env = dict(
             os.environ, PYTHON=gw.PYTHON, TMPDIR=str(self.tmpdir),
             GATEHOUSE_LISTEN="127.0.0.1:%d" % self.port,
+            GATEHOUSE_ADMIN="127.0.0.1:%d" % self.admin_port,
             DEMO_HTTP_UPSTREAM="127.0.0.1:%d" % free_port(),
             DEMO_WSGI_UPSTREAM="unix:%s" % self.wsgi_sock,
             DEMO_LEGACY_UPSTREAM="127.0.0.1:%d" % self.legacy_port,
@@ -424,6 +426,16 @@ def test_wsgi_ws_is_a_chat_without_a_held_worker(demo):
 # ----------------------------------------------------------------------------------------
 # Stopping (runs last)
 # ----------------------------------------------------------------------------------------
+
+def test_admin_listener_answers(demo):
+    """make run opens the admin listener (127.0.0.1:9901 by default, GATEHOUSE_ADMIN here)."""
+    assert gw.get(demo.port, "/http/").status == 200
+    r = gw.get(demo.admin_port, "/healthz")
+    assert (r.status, r.body) == (200, b"ok\n"), r
+    assert gw.get(demo.admin_port, "/readyz").status == 200
+    r = gw.get(demo.admin_port, "/metrics")
+    assert r.status == 200 and b'gatehouse_requests_total{route="/http"' in r.body, r.body[:2000]
+
 
 def test_sigterm_stops_every_process(demo):
     def all_up():

@@ -797,12 +797,15 @@ static const struct bad_case bad_cases[] = {
     {LS UP "routes:\n  - { match: { path: \"/a?b\" }, upstream: web }\n",
      "t.yaml:7:22: routes[0].match.path: invalid path '/a?b' "
      "(no spaces, control characters, '?' or '#')"},
+    /* admin */
+    {LS "admin: { address: \"localhost:9901\" }\n" UP RT,
+     "t.yaml:3:19: admin.address: invalid address 'localhost:9901' (expected IP:PORT, "
+     "[IPv6]:PORT or *:PORT)"},
+    {LS "admin: { port: 9901 }\n" UP RT, "t.yaml:3:10: unknown key 'port' in admin"},
+    {LS "admin: {}\n" UP RT, "t.yaml:3:8: missing required key 'address' in admin"},
     /* upstreams */
     {LS "upstreams:\n  web:\n    protocol: fcgi\n    servers: [\"a:1\"]\n" RT,
      "t.yaml:5:15: upstreams.web.protocol: unknown protocol 'fcgi' (supported: http, uwsgi, asgi)"},
-    {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"app.internal:9000\"]\n" RT,
-     "t.yaml:6:15: upstreams.web.servers[0]: host names are not supported for asgi servers "
-     "yet (use an IP address or unix:/path)"},
     {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    connections: 2\n" RT,
      "t.yaml:6:18: upstreams.web.connections: connections applies to asgi upstreams only"},
     {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"127.0.0.1:1\"]\n"
@@ -817,9 +820,6 @@ static const struct bad_case bad_cases[] = {
     {LS "upstreams:\n  web:\n    protocol: asgi\n    servers: [\"127.0.0.1:1\"]\n"
         "    concurrency: 4\n" RT,
      "t.yaml:7:18: upstreams.web.concurrency: concurrency applies to uwsgi upstreams only"},
-    {LS "upstreams:\n  web:\n    protocol: uwsgi\n    servers: [\"unix:/a\", \"a:1\"]\n" RT,
-     "t.yaml:6:26: upstreams.web.servers[1]: host names are not supported for uwsgi servers "
-     "yet (use an IP address or unix:/path)"},
     {LS "upstreams:\n  web:\n    servers: [\"a:1\"]\n    buffer: { memory: 1m }\n" RT,
      "t.yaml:6:13: upstreams.web.buffer: buffer applies to uwsgi upstreams only (http "
      "upstreams stream both ways)"},
@@ -1179,6 +1179,18 @@ Test(config, websocket_origins_canonical)
     gw_config_unref(c);
 }
 
+Test(config, admin_listener)
+{
+    struct gw_config *c = load_ok(LS "admin: { address: \"127.0.0.1:9901\" }\n" UP RT);
+
+    cr_expect_str_eq(c->admin.address, "127.0.0.1:9901");
+    cr_expect_eq(c->admin.addr.ss_family, AF_INET);
+    gw_config_unref(c);
+    c = load_ok(LS UP RT);
+    cr_expect_null(c->admin.address, "no admin mapping, no admin listener");
+    gw_config_unref(c);
+}
+
 Test(config, asgi_upstream)
 {
     static const char y[] = LS "upstreams:\n  app:\n    protocol: asgi\n"
@@ -1202,6 +1214,26 @@ Test(config, asgi_upstream)
     cr_expect_eq(c->upstreams[0].connections, 4);
     cr_expect_eq(c->upstreams[0].ping_interval_ms, 10000);
     cr_expect_eq(c->upstreams[0].ping_timeout_ms, 5000);
+    gw_config_unref(c);
+}
+
+/* Container service names work for every protocol: the uwsgi and asgi drivers resolve them. */
+Test(config, host_names_for_uwsgi_and_asgi_servers)
+{
+    static const char y[] = LS "upstreams:\n"
+                               "  app:\n    protocol: uwsgi\n"
+                               "    servers: [\"unix:/a\", \"app-1:9000\"]\n    resolve: 5s\n"
+                               "  api:\n    protocol: asgi\n    servers: [\"api.internal:9001\"]\n"
+                               "routes:\n  - upstream: app\n";
+    struct gw_config *c = load_ok(y);
+
+    cr_assert_eq(c->nupstreams, 2);
+    cr_expect_str_eq(c->upstreams[0].servers[1].host, "app-1");
+    cr_expect_eq(c->upstreams[0].servers[1].port, 9000);
+    cr_expect_eq(c->upstreams[0].servers[1].numeric, 0);
+    cr_expect_eq(c->upstreams[0].resolve_ms, 5000);
+    cr_expect_str_eq(c->upstreams[1].servers[0].host, "api.internal");
+    cr_expect_eq(c->upstreams[1].servers[0].numeric, 0);
     gw_config_unref(c);
 }
 
