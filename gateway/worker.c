@@ -493,6 +493,12 @@ static void *worker_main(void *arg)
     gw_access_log_flush(w->alog);
     gw_wsnap_unref(w->snap);
     w->snap = NULL;
+    /* A DNS lookup cancelled by the pools above frees itself from a deferred callback: give
+     * it one turn of the loop, with nothing else of ours left to run. */
+    event_del(w->notify);
+    event_del(w->alog_timer);
+    event_del(w->accept_timer);
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
     gw_gate_box_free(w->gate_box);
     w->gate_box = NULL;
     atomic_fetch_sub(&gw_workers_running, 1);
