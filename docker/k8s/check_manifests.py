@@ -4,8 +4,11 @@
 `kubectl apply --dry-run=client` would insist on, and the links between the objects (selectors
 and pod labels, named ports, volumes and ConfigMaps, the ${VAR}s of gatehouse's configuration
 and the variables the pod gets), plus the shutdown arithmetic: terminationGracePeriodSeconds
-must exceed the configuration's shutdown.delay + shutdown.timeout. It does not know the full
-Kubernetes schema: unknown or misspelt optional fields pass.
+must exceed the configuration's shutdown.delay + shutdown.timeout, and the ports: the probes
+of /healthz and /readyz and the prometheus.io/port annotation must reach the configuration's
+admin.address (a port of the container, not a loopback address), and each listen address must
+be a port of the container. It does not know the full Kubernetes schema: unknown or misspelt
+optional fields pass.
 
     /usr/bin/python3 docker/k8s/check_manifests.py [--gatehouse BIN] [DIR]
 
@@ -51,6 +54,69 @@ def duration_s(text):
 
 
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+
+
+def addr_port(addr):
+    """(host, port) of an IP:PORT, [IPv6]:PORT or *:PORT address, or None (also for one
+    that a ${VAR} makes, which only the pod's environment decides)."""
+    if "${" in str(addr):
+        return None
+    m = re.fullmatch(r"(\[[^]]*\]|[^:]*):(\d+)", str(addr).strip())
+    return (m.group(1).strip("[]"), int(m.group(2))) if m else None
+
+
+def check_ports(cfg, dep, w):
+    """The configuration's listen and admin addresses against Deployment |dep|'s containers:
+    every listen port is a containerPort; the admin listener is on the pod's address, and
+    the probes of /healthz and /readyz and the Prometheus annotation use its port."""
+    spec = dep["spec"]["template"]["spec"]
+    name = dep["metadata"]["name"]
+    named, numbers = {}, set()
+    for c in spec.get("containers", []):
+        for p in c.get("ports", []):
+            numbers.add(p.get("containerPort"))
+            if p.get("name"):
+                named[p["name"]] = p.get("containerPort")
+    for l in (cfg or {}).get("listen") or []:
+        hp = addr_port((l or {}).get("address"))
+        if "${" in str((l or {}).get("address")):
+            continue
+        if hp is None or hp[1] not in numbers:
+            err(w, "Deployment %s: listen address %s is not a containerPort"
+                % (name, (l or {}).get("address")))
+    admin_addr = ((cfg or {}).get("admin") or {}).get("address")
+    if "${" in str(admin_addr):
+        return
+    admin = addr_port(admin_addr)
+    probes = [(c.get("name"), kind, c[kind]["httpGet"])
+              for c in spec.get("containers", [])
+              for kind in ("readinessProbe", "livenessProbe", "startupProbe")
+              if "httpGet" in (c.get(kind) or {})]
+    admin_probes = [pr for pr in probes if pr[2].get("path") in ("/healthz", "/readyz")]
+    if admin_probes and admin is None:
+        err(w, "Deployment %s probes /healthz or /readyz, but the configuration has no "
+            "admin.address" % name)
+        return
+    if admin is None:
+        return
+    if admin[0] in ("127.0.0.1", "::1", "localhost") or admin[0].startswith("127."):
+        err(w, "admin.address %s:%d is loopback: the kubelet's probes come to the pod's "
+            "address" % admin)
+    if admin[1] not in numbers:
+        err(w, "Deployment %s: admin port %d is not a containerPort" % (name, admin[1]))
+    for cname, kind, get in admin_probes:
+        port = get.get("port")
+        port = named.get(port, port) if isinstance(port, str) else port
+        if port != admin[1]:
+            err(w, "Deployment %s container %s: %s GET %s on port %s, but admin.address is "
+                "port %d" % (name, cname, kind, get.get("path"), get.get("port"), admin[1]))
+        else:
+            print("check_manifests: Deployment %s: %s GET %s on port %s = admin.address port"
+                  " %d" % (name, kind, get.get("path"), get.get("port"), admin[1]))
+    ann = (dep["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    if "prometheus.io/port" in ann and str(ann["prometheus.io/port"]) != str(admin[1]):
+        err(w, "Deployment %s: prometheus.io/port %s is not admin.address's port %d"
+            % (name, ann["prometheus.io/port"], admin[1]))
 
 
 def check_pod(spec, where, configmaps):
@@ -189,6 +255,8 @@ def main():
                     continue
                 err(w, "${%s} has no default and Deployment %s does not provide it"
                     % (var, p[3]["metadata"]["name"]))
+        for p in users:
+            check_ports(cfg, p[3], w)
         sd = (cfg or {}).get("shutdown") or {}
         try:
             need_s = duration_s(sd.get("delay", "0s")) + duration_s(sd.get("timeout", "30s"))
