@@ -17,9 +17,11 @@
 #include "gateway/log.h"
 #include "gateway/util.h"
 
-#define ADMIN_CONNS_MAX 32     /* more wait in the backlog */
+#define ADMIN_CONNS_MAX 32     /* at the limit, the oldest connection makes room */
 #define ADMIN_HEAD_MAX 4096    /* a request head larger than this is refused (431) */
-#define ADMIN_TIMEOUT_MS 5000  /* to send the head, and to take the answer */
+#define ADMIN_DEADLINE_MS 2000 /* from accept: to send the head and take the answer, in all
+                                  (a probe's timeout is a few seconds) */
+#define ADMIN_PAUSE_MS 100     /* out of file descriptors: accepting stops this long */
 
 struct admin_conn;
 
@@ -29,9 +31,10 @@ struct gw_admin {
     int fd;
     struct event *accept_ev;
     struct gw_admin_view view;
-    struct admin_conn *conns;
+    struct admin_conn *conns;   /* newest first */
     size_t nconns;
-    int paused;                 /* ADMIN_CONNS_MAX reached: not accepting */
+    struct event *pause_ev;     /* re-enables accepting after running out of descriptors */
+    int paused;
 };
 
 /* Owned by the admin's list; freed when answered and written, or timed out. */
@@ -40,6 +43,7 @@ struct admin_conn {
     struct admin_conn *prev, *next;
     int fd;
     struct event *ev;
+    struct event *deadline;     /* ADMIN_DEADLINE_MS after accept: the connection goes */
     char in[ADMIN_HEAD_MAX];
     size_t inlen;
     char *out;                  /* the whole answer, malloc'd */
@@ -61,13 +65,17 @@ static void conn_free(struct admin_conn *c)
         c->next->prev = c->prev;
     a->nconns--;
     event_free(c->ev);
+    event_free(c->deadline);
     close(c->fd);
     free(c->out);
     free(c);
-    if (a->paused && a->nconns < ADMIN_CONNS_MAX) {
-        a->paused = 0;
-        event_add(a->accept_ev, NULL);
-    }
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_free(arg);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -76,10 +84,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
 
     (void)fd;
-    if (what & EV_TIMEOUT) {
-        conn_free(c);
-        return;
-    }
+    (void)what;
     n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -96,7 +101,6 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 static void answer(struct admin_conn *c, int status, const char *reason, const char *ctype,
                    const char *body, size_t blen)
 {
-    struct timeval tv = {ADMIN_TIMEOUT_MS / 1000, 0};
     char head[256];
     int hn = snprintf(head, sizeof head,
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -112,7 +116,7 @@ static void answer(struct admin_conn *c, int status, const char *reason, const c
     c->outlen = (size_t)hn + blen;
     event_free(c->ev);
     c->ev = event_new(c->a->base, c->fd, EV_WRITE | EV_PERSIST, on_write, c);
-    if (c->ev == NULL || event_add(c->ev, &tv) != 0) {
+    if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
         gw_log_error("admin: out of memory");
         abort();
     }
@@ -160,10 +164,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     int rc;
 
     (void)fd;
-    if (what & EV_TIMEOUT) {
-        conn_free(c);
-        return;
-    }
+    (void)what;
     n = recv(c->fd, c->in + c->inlen, sizeof c->in - c->inlen, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -191,26 +192,57 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     route(c, &r);
 }
 
+static void on_pause_end(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_admin *a = arg;
+
+    (void)fd;
+    (void)what;
+    a->paused = 0;
+    event_add(a->accept_ev, NULL);
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct gw_admin *a = arg;
-    struct timeval tv = {ADMIN_TIMEOUT_MS / 1000, 0};
+    struct timeval tv = {ADMIN_DEADLINE_MS / 1000, ADMIN_DEADLINE_MS % 1000 * 1000};
 
     (void)what;
-    for (int k = 0; k < 16 && a->nconns < ADMIN_CONNS_MAX; k++) {
+    for (int k = 0; k < 16; k++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         struct admin_conn *c;
 
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Level-triggered: without a pause the loop would spin on the error. */
+                struct timeval p = {0, ADMIN_PAUSE_MS * 1000};
+
+                if (!a->paused)
+                    gw_log_warn("admin: accept: %s; pausing %d ms", strerror(errno),
+                                ADMIN_PAUSE_MS);
+                a->paused = 1;
+                event_del(a->accept_ev);
+                evtimer_add(a->pause_ev, &p);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                 gw_log_warn("admin: accept: %s", strerror(errno));
+            }
             return;
+        }
+        /* A slow or stuck client must not keep the probes out: the oldest makes room. */
+        if (a->nconns >= ADMIN_CONNS_MAX) {
+            struct admin_conn *old = a->conns;
+
+            while (old->next != NULL)
+                old = old->next;
+            conn_free(old);
         }
         c = gw_xcalloc(1, sizeof *c);
         c->a = a;
         c->fd = fd;
         c->ev = event_new(a->base, fd, EV_READ | EV_PERSIST, on_read, c);
-        if (c->ev == NULL || event_add(c->ev, &tv) != 0) {
+        c->deadline = evtimer_new(a->base, on_deadline, c);
+        if (c->ev == NULL || c->deadline == NULL || event_add(c->ev, NULL) != 0 ||
+            evtimer_add(c->deadline, &tv) != 0) {
             gw_log_error("admin: out of memory");
             abort();
         }
@@ -219,10 +251,6 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             a->conns->prev = c;
         a->conns = c;
         a->nconns++;
-    }
-    if (a->nconns >= ADMIN_CONNS_MAX && !a->paused) {
-        a->paused = 1;
-        event_del(a->accept_ev);
     }
 }
 
@@ -245,7 +273,8 @@ struct gw_admin *gw_admin_start(struct event_base *base, const struct gw_listen_
     a->fd = fd;
     a->view = *view;
     a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, a);
-    if (a->accept_ev == NULL || event_add(a->accept_ev, NULL) != 0) {
+    a->pause_ev = evtimer_new(base, on_pause_end, a);
+    if (a->accept_ev == NULL || a->pause_ev == NULL || event_add(a->accept_ev, NULL) != 0) {
         gw_log_error("admin: out of memory");
         abort();
     }
@@ -260,6 +289,7 @@ void gw_admin_free(struct gw_admin *a)
     while (a->conns != NULL)
         conn_free(a->conns);
     event_free(a->accept_ev);
+    event_free(a->pause_ev);
     close(a->fd);
     free(a);
 }
@@ -281,7 +311,7 @@ int gw_admin_healthcheck(const char *url)
     unsigned port = 0;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    uint64_t deadline = gw_now_ms() + 3000;
+    uint64_t deadline = gw_now_ms() + 2000; /* under the usual 3 s HEALTHCHECK timeout */
     size_t got = 0;
     int fd, n, status = 0;
 
@@ -312,8 +342,8 @@ int gw_admin_healthcheck(const char *url)
                 url);
         return 1;
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     errno = 0;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd >= 0 && (connect(fd, (struct sockaddr *)&ss, sslen) == 0 || errno == EINPROGRESS)) {
         socklen_t el = sizeof status;
 
@@ -330,8 +360,10 @@ int gw_admin_healthcheck(const char *url)
         return 1;
     }
     status = 0;
-    n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%u\r\nConnection: close\r\n\r\n",
-                 path, host, port);
+    n = snprintf(req, sizeof req,
+                 "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: close\r\n\r\n", path,
+                 ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "",
+                 port);
     if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
         fprintf(stderr, "gatehouse: --healthcheck: %s: cannot send: %s\n", url, strerror(errno));
         close(fd);
@@ -349,7 +381,8 @@ int gw_admin_healthcheck(const char *url)
     close(fd);
     resp[got] = '\0';
     if (sscanf(resp, "HTTP/1.%*[01] %d", &status) != 1) {
-        fprintf(stderr, "gatehouse: --healthcheck: %s: no HTTP answer\n", url);
+        fprintf(stderr, "gatehouse: --healthcheck: %s: no HTTP answer%s\n", url,
+                got == 0 && gw_now_ms() >= deadline ? " within 2 s" : "");
         return 1;
     }
     if (status != 200) {

@@ -143,6 +143,12 @@ static void sse_arm(struct gw_conn *c)
 {
     const struct gw_exchange *x = c->h1.x;
 
+    /* An event stream that starts during a drain ends at once, from the loop (this runs
+     * inside the upstream's callback), like those the drain found (gw_h1_on_deadline). */
+    if (x != NULL && x->sse && c->w->draining) {
+        gw_conn_set_deadline(c, gw_now_ms());
+        return;
+    }
     if (c->h1.sse && c->h1.state == GW_H1_WAIT && x != NULL)
         gw_conn_set_deadline(c, gw_now_ms() + x->route->sse_heartbeat_ms);
 }
@@ -491,6 +497,26 @@ int gw_h1_on_eof(struct gw_conn *c)
     return c->h1.state == GW_H1_WS && gw_ws_on_eof(c);
 }
 
+static void down_end(struct gw_exchange *x, const struct h1_header *trailers,
+                     size_t ntrailers);
+
+static int streaming_events(const struct gw_h1 *h)
+{
+    return h->state != GW_H1_WS && h->x != NULL && h->x->sse && h->x->head_sent &&
+           !h->resp_done;
+}
+
+/* An event stream never ends by itself: during a drain it ends as a complete response (its
+ * last chunk), so that the client reconnects to another instance; the upstream hears that
+ * its client left. */
+static void end_event_stream(struct gw_conn *c)
+{
+    struct gw_exchange *x = c->h1.x;
+
+    gw_exchange_cancel(x);
+    down_end(x, NULL, 0);
+}
+
 void gw_h1_on_deadline(struct gw_conn *c)
 {
     struct gw_h1 *h = &c->h1;
@@ -511,6 +537,10 @@ void gw_h1_on_deadline(struct gw_conn *c)
     if (h->state == GW_H1_BODY && h->x != NULL) {
         /* Before the response: a 408. After its head: the response is cut (logged there). */
         answer_locally(c, 408, "request body not received in time (timeouts.body)");
+        return;
+    }
+    if (c->w->draining && streaming_events(h)) {
+        end_event_stream(c); /* its head came after the drain began (see down_head) */
         return;
     }
     if (h->state == GW_H1_WAIT && h->sse && h->x != NULL && !h->resp_done) {
@@ -544,9 +574,6 @@ void gw_h1_free(struct gw_conn *c)
     gw_ws_free(c);
 }
 
-static void down_end(struct gw_exchange *x, const struct h1_header *trailers,
-                     size_t ntrailers);
-
 void gw_h1_drain(struct gw_conn *c)
 {
     struct gw_h1 *h = &c->h1;
@@ -556,14 +583,8 @@ void gw_h1_drain(struct gw_conn *c)
         gw_ws_drain(c);
         return;
     }
-    if (h->x != NULL && h->x->sse && h->x->head_sent && !h->resp_done) {
-        /* An event stream never ends by itself: it ends now, as a complete response (its
-         * last chunk), so that the client reconnects to another instance; the upstream
-         * hears that its client left. */
-        struct gw_exchange *x = h->x;
-
-        gw_exchange_cancel(x);
-        down_end(x, NULL, 0);
+    if (streaming_events(h)) {
+        end_event_stream(c);
         return;
     }
     /* Only a keep-alive connection idle between requests is closed now. A fresh connection

@@ -48,8 +48,10 @@ void gw_metrics_exchange(struct gw_metrics *m, unsigned route, unsigned upstream
 
 /* ---- labels (main thread only) ------------------------------------------------------------ */
 
-static char *route_label[GW_M_ROUTES];     /* "host/path" or "/path"; [0] "none" */
-static char *route_upstream[GW_M_ROUTES];  /* the upstream the route named last */
+/* A route slot is a (route, upstream) pair: a reload that points a route elsewhere starts
+ * new series instead of moving the old counts to another upstream. */
+static char *route_label[GW_M_ROUTES];     /* "host/path" or "/path"; [0] "(none)" */
+static char *route_upstream[GW_M_ROUTES];
 static char *upstream_label[GW_M_UPSTREAMS];
 
 static unsigned slot(char **labels, size_t n, unsigned first, const char *name)
@@ -66,29 +68,40 @@ static unsigned slot(char **labels, size_t n, unsigned first, const char *name)
     return (unsigned)n - 1; /* "other" */
 }
 
+static unsigned route_slot(const char *key, const char *upstream)
+{
+    unsigned i;
+
+    for (i = 1; i < GW_M_ROUTES - 1 && route_label[i] != NULL; i++)
+        if (strcmp(route_label[i], key) == 0 && strcmp(route_upstream[i], upstream) == 0)
+            return i;
+    if (i == GW_M_ROUTES - 1)
+        return i; /* "(other)" */
+    route_label[i] = gw_xstrndup(key, strlen(key));
+    route_upstream[i] = gw_xstrndup(upstream, strlen(upstream));
+    return i;
+}
+
 void gw_metrics_label(struct gw_config *cfg)
 {
     char key[1024];
 
+    /* Parenthesised: no configured name or path can take these. */
     if (route_label[0] == NULL) {
-        route_label[0] = gw_xstrndup("none", 4);
-        route_label[GW_M_ROUTES - 1] = gw_xstrndup("other", 5);
-        upstream_label[GW_M_UPSTREAMS - 1] = gw_xstrndup("other", 5);
+        route_label[0] = gw_xstrndup("(none)", 6);
+        route_upstream[0] = gw_xstrndup("(none)", 6);
+        route_label[GW_M_ROUTES - 1] = gw_xstrndup("(other)", 7);
+        route_upstream[GW_M_ROUTES - 1] = gw_xstrndup("(other)", 7);
+        upstream_label[GW_M_UPSTREAMS - 1] = gw_xstrndup("(other)", 7);
     }
     for (size_t i = 0; i < cfg->nupstreams; i++)
         cfg->upstreams[i].metric_slot =
             slot(upstream_label, GW_M_UPSTREAMS, 0, cfg->upstreams[i].name);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         struct gw_route_conf *r = &cfg->routes[i];
-        unsigned s;
 
         snprintf(key, sizeof key, "%s%s", r->host != NULL ? r->host : "", r->path);
-        s = slot(route_label, GW_M_ROUTES, 1, key);
-        r->metric_slot = s;
-        if (s != GW_M_ROUTES - 1) {
-            free(route_upstream[s]);
-            route_upstream[s] = gw_xstrndup(r->upstream->name, strlen(r->upstream->name));
-        }
+        r->metric_slot = route_slot(key, r->upstream->name);
     }
 }
 
@@ -156,27 +169,46 @@ static void put_label(struct out *o, const char *s)
     }
 }
 
-static void histogram(struct out *o, const char *name, const char *label, const char *value,
-                      struct gw_metrics *const *w, size_t n, size_t first_off, size_t sum_off)
+/* The labels of a route slot: route="...",upstream="..." (escaped), into |o|. */
+static void put_route(struct out *o, unsigned r)
+{
+    put(o, "route=\"");
+    put_label(o, route_label[r]);
+    put(o, "\",upstream=\"");
+    put_label(o, route_upstream[r]);
+    put(o, "\"");
+}
+
+static void put_upstream(struct out *o, unsigned u)
+{
+    put(o, "upstream=\"");
+    put_label(o, upstream_label[u]);
+    put(o, "\"");
+}
+
+/* A histogram series; |labels| writes its labels. Left out until its first observation. */
+static void histogram(struct out *o, const char *name, void (*labels)(struct out *, unsigned),
+                      unsigned slot_, struct gw_metrics *const *w, size_t n, size_t first_off,
+                      size_t sum_off)
 {
     uint64_t cum = 0, total = 0;
 
     for (unsigned b = 0; b <= GW_M_BUCKETS; b++)
         total += sum(w, n, first_off + b * sizeof(gw_counter));
     if (total == 0)
-        return; /* a series appears with its first observation */
+        return;
     for (unsigned b = 0; b <= GW_M_BUCKETS; b++) {
         cum += sum(w, n, first_off + b * sizeof(gw_counter));
-        put(o, "%s_bucket{%s=\"", name, label);
-        put_label(o, value);
-        put(o, "\",le=\"%s\"} %" PRIu64 "\n", b < GW_M_BUCKETS ? bucket_le[b] : "+Inf", cum);
+        put(o, "%s_bucket{", name);
+        labels(o, slot_);
+        put(o, ",le=\"%s\"} %" PRIu64 "\n", b < GW_M_BUCKETS ? bucket_le[b] : "+Inf", cum);
     }
-    put(o, "%s_sum{%s=\"", name, label);
-    put_label(o, value);
-    put(o, "\"} %.6f\n", (double)sum(w, n, sum_off) / 1e6);
-    put(o, "%s_count{%s=\"", name, label);
-    put_label(o, value);
-    put(o, "\"} %" PRIu64 "\n", cum);
+    put(o, "%s_sum{", name);
+    labels(o, slot_);
+    put(o, "} %.6f\n", (double)sum(w, n, sum_off) / 1e6);
+    put(o, "%s_count{", name);
+    labels(o, slot_);
+    put(o, "} %" PRIu64 "\n", cum);
 }
 
 char *gw_metrics_render(struct gw_metrics *const *w, size_t n, const struct gw_config *cfg,
@@ -195,11 +227,9 @@ char *gw_metrics_render(struct gw_metrics *const *w, size_t n, const struct gw_c
             uint64_t v = sum(w, n, OFF(requests[r][c]));
             if (v == 0)
                 continue;
-            put(&o, "gatehouse_requests_total{route=\"");
-            put_label(&o, route_label[r]);
-            put(&o, "\",upstream=\"");
-            put_label(&o, route_upstream[r] != NULL ? route_upstream[r] : "");
-            put(&o, "\",code=\"%s\"} %" PRIu64 "\n", cls[c], v);
+            put(&o, "gatehouse_requests_total{");
+            put_route(&o, r);
+            put(&o, ",code=\"%s\"} %" PRIu64 "\n", cls[c], v);
         }
     }
     put(&o, "# HELP gatehouse_request_duration_seconds Time from the request's head to the end "
@@ -207,58 +237,63 @@ char *gw_metrics_render(struct gw_metrics *const *w, size_t n, const struct gw_c
             "# TYPE gatehouse_request_duration_seconds histogram\n");
     for (unsigned r = 0; r < GW_M_ROUTES; r++)
         if (route_label[r] != NULL)
-            histogram(&o, "gatehouse_request_duration_seconds", "route", route_label[r], w, n,
+            histogram(&o, "gatehouse_request_duration_seconds", put_route, r, w, n,
                       OFF(latency[r][0]), OFF(latency_sum_us[r]));
     put(&o, "# HELP gatehouse_received_bytes_total Bytes received from clients, by route.\n"
             "# TYPE gatehouse_received_bytes_total counter\n");
     for (unsigned r = 0; r < GW_M_ROUTES; r++) {
         if (route_label[r] == NULL)
             continue;
-        put(&o, "gatehouse_received_bytes_total{route=\"");
-        put_label(&o, route_label[r]);
-        put(&o, "\"} %" PRIu64 "\n", sum(w, n, OFF(bytes_in[r])));
+        put(&o, "gatehouse_received_bytes_total{");
+        put_route(&o, r);
+        put(&o, "} %" PRIu64 "\n", sum(w, n, OFF(bytes_in[r])));
     }
     put(&o, "# HELP gatehouse_sent_bytes_total Bytes sent to clients, by route.\n"
             "# TYPE gatehouse_sent_bytes_total counter\n");
     for (unsigned r = 0; r < GW_M_ROUTES; r++) {
         if (route_label[r] == NULL)
             continue;
-        put(&o, "gatehouse_sent_bytes_total{route=\"");
-        put_label(&o, route_label[r]);
-        put(&o, "\"} %" PRIu64 "\n", sum(w, n, OFF(bytes_out[r])));
+        put(&o, "gatehouse_sent_bytes_total{");
+        put_route(&o, r);
+        put(&o, "} %" PRIu64 "\n", sum(w, n, OFF(bytes_out[r])));
     }
     put(&o, "# HELP gatehouse_upstream_in_flight Exchanges an upstream is serving now, queued "
             "ones included.\n# TYPE gatehouse_upstream_in_flight gauge\n");
     for (unsigned u = 0; u < GW_M_UPSTREAMS; u++) {
         if (upstream_label[u] == NULL)
             continue;
-        put(&o, "gatehouse_upstream_in_flight{upstream=\"");
-        put_label(&o, upstream_label[u]);
-        put(&o, "\"} %" PRId64 "\n", gauge(w, n, OFF(inflight[u])));
+        put(&o, "gatehouse_upstream_in_flight{");
+        put_upstream(&o, u);
+        put(&o, "} %" PRId64 "\n", gauge(w, n, OFF(inflight[u])));
     }
-    put(&o, "# HELP gatehouse_upstream_slots_in_use Slots of a uwsgi upstream's concurrency "
-            "limit held now.\n# TYPE gatehouse_upstream_slots_in_use gauge\n"
-            "# HELP gatehouse_upstream_queue_depth Requests waiting for a slot of a uwsgi "
-            "upstream.\n# TYPE gatehouse_upstream_queue_depth gauge\n");
-    for (size_t i = 0; cfg != NULL && i < cfg->nupstreams; i++) {
-        unsigned inflight;
-        size_t queued;
+    /* Each metric's samples form one group (the text format's rule): two passes. */
+    for (int pass = 0; pass < 2; pass++) {
+        put(&o, pass == 0 ? "# HELP gatehouse_upstream_slots_in_use Slots of a uwsgi upstream's "
+                            "concurrency limit held now.\n"
+                            "# TYPE gatehouse_upstream_slots_in_use gauge\n"
+                          : "# HELP gatehouse_upstream_queue_depth Requests waiting for a slot "
+                            "of a uwsgi upstream.\n# TYPE gatehouse_upstream_queue_depth gauge\n");
+        for (size_t i = 0; cfg != NULL && i < cfg->nupstreams; i++) {
+            unsigned inflight;
+            size_t queued;
 
-        if (!gw_gate_counts_by_name(cfg->upstreams[i].name, &inflight, &queued))
-            continue;
-        put(&o, "gatehouse_upstream_slots_in_use{upstream=\"");
-        put_label(&o, cfg->upstreams[i].name);
-        put(&o, "\"} %u\n", inflight);
-        put(&o, "gatehouse_upstream_queue_depth{upstream=\"");
-        put_label(&o, cfg->upstreams[i].name);
-        put(&o, "\"} %zu\n", queued);
+            if (!gw_gate_counts_by_name(cfg->upstreams[i].name, &inflight, &queued))
+                continue;
+            put(&o, pass == 0 ? "gatehouse_upstream_slots_in_use{upstream=\""
+                              : "gatehouse_upstream_queue_depth{upstream=\"");
+            put_label(&o, cfg->upstreams[i].name);
+            if (pass == 0)
+                put(&o, "\"} %u\n", inflight);
+            else
+                put(&o, "\"} %zu\n", queued);
+        }
     }
     put(&o, "# HELP gatehouse_upstream_queue_wait_seconds Time requests waited for a slot of "
             "a uwsgi upstream.\n# TYPE gatehouse_upstream_queue_wait_seconds histogram\n");
     for (unsigned u = 0; u < GW_M_UPSTREAMS; u++)
         if (upstream_label[u] != NULL)
-            histogram(&o, "gatehouse_upstream_queue_wait_seconds", "upstream", upstream_label[u],
-                      w, n, OFF(queue_wait[u][0]), OFF(queue_wait_sum_us[u]));
+            histogram(&o, "gatehouse_upstream_queue_wait_seconds", put_upstream, u, w, n,
+                      OFF(queue_wait[u][0]), OFF(queue_wait_sum_us[u]));
     put(&o, "# HELP gatehouse_connections Open client connections, by protocol.\n"
             "# TYPE gatehouse_connections gauge\n"
             "gatehouse_connections{protocol=\"http1\"} %" PRId64 "\n"

@@ -278,7 +278,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self.wfile.write(b"0\r\n\r\n")
         elif path == "/events":
-            # Server-Sent Events: ?n= events ?ms= apart, chunked; a client gone is counted.
+            # Server-Sent Events: ?n= events ?ms= apart, chunked, the head after ?head_ms=; a
+            # client gone is counted.
+            time.sleep(int(q.get("head_ms", 0)) / 1000)
             self.start(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                              ("Transfer-Encoding", "chunked")])
             try:

@@ -88,11 +88,12 @@ def test_metrics_count_requests_by_route_status_and_upstream(harness):
                           code="4xx")
         return ms if api >= 3 and root_ok >= 1 and root_404 >= 1 else None
     ms = wait_until(counted, what="the requests counted by route, upstream and status class")
-    assert sample(ms, "gatehouse_request_duration_seconds_count", route="/api") >= 3
-    assert sample(ms, "gatehouse_request_duration_seconds_bucket", route="/api", le="+Inf") >= 3
-    assert sample(ms, "gatehouse_received_bytes_total", route="/api") > 0
-    assert sample(ms, "gatehouse_sent_bytes_total", route="/api") > \
-        sample(before, "gatehouse_sent_bytes_total", route="/api")
+    api = {"route": "/api", "upstream": "app"}
+    assert sample(ms, "gatehouse_request_duration_seconds_count", **api) >= 3
+    assert sample(ms, "gatehouse_request_duration_seconds_bucket", le="+Inf", **api) >= 3
+    assert sample(ms, "gatehouse_received_bytes_total", **api) > 0
+    assert sample(ms, "gatehouse_sent_bytes_total", **api) > \
+        sample(before, "gatehouse_sent_bytes_total", **api)
     assert sample(ms, "gatehouse_connections", protocol="http1") >= 0
     assert sample(ms, "gatehouse_config_last_reload_successful") == 1
 
@@ -209,3 +210,75 @@ def test_websocket_counted_and_closed_1001_by_the_drain(harness, tmp_path):
         assert g.wait_exit(4) == 0
     finally:
         b.stop()
+
+
+def test_a_route_pointed_elsewhere_by_a_reload_keeps_its_old_series(harness):
+    """Counts stay with the upstream that served them: after a reload sends /api/ to another
+    upstream, its requests start a new series."""
+    g, admin, up = start(harness)
+    other = harness.upstream("other")
+    assert get(g.port, "/api/echo").status == 200
+    cfg = g.make_config({"app": gw.upstream_conf([up.addr]),
+                         "new": gw.upstream_conf([other.addr])},
+                        routes=[{"match": {"path": "/api/"}, "upstream": "new"},
+                                {"match": {"path": "/"}, "upstream": "app"}],
+                        admin={"address": "127.0.0.1:%d" % admin})
+    g.reload(cfg)
+    wait_until(lambda: get(g.port, "/api/echo").json()["name"] == "other",
+               what="/api/ served by the other upstream")
+    ms = wait_until(lambda: (lambda m: m if sample(m, "gatehouse_requests_total", route="/api",
+                                                   upstream="new", code="2xx") >= 1
+                             else None)(metrics(admin)), what="the new series")
+    assert sample(ms, "gatehouse_requests_total", route="/api", upstream="app", code="2xx") >= 1
+
+
+def test_stalled_admin_clients_do_not_keep_probes_out(harness):
+    """Forty connections that never finish their request: each gets at most 2 s, and the
+    oldest make room for new ones, so /healthz still answers."""
+    g, admin, _ = start(harness)
+    idle = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", admin), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")          # and nothing more
+            idle.append(s)
+        t0 = time.monotonic()
+        r = admin_get(admin, "/healthz")
+        assert r.status == 200 and time.monotonic() - t0 < 1, r
+        ok = subprocess.run([str(gw.GATEHOUSE_BIN), "--healthcheck",
+                             "http://127.0.0.1:%d/healthz" % admin],
+                            capture_output=True, text=True, timeout=10)
+        assert ok.returncode == 0, ok.stderr
+        # The stalled ones are closed by their deadline.
+        idle[-1].settimeout(4)
+        t0 = time.monotonic()
+        assert idle[-1].recv(100) == b"" and time.monotonic() - t0 < 3
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_healthcheck_on_an_ipv6_admin_address(harness):
+    admin = free_port("::1")
+    up = harness.upstream("plain")
+    g = harness.gateway({"app": gw.upstream_conf([up.addr])},
+                        admin={"address": "[::1]:%d" % admin})
+    ok = subprocess.run([str(gw.GATEHOUSE_BIN), "--healthcheck", "-c", str(g.config_path)],
+                        capture_output=True, text=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_event_stream_starting_during_the_drain_ends_at_once(harness):
+    """The stream's head comes after the drain began: it ends right after it, a complete
+    response, instead of running until shutdown.timeout."""
+    g, admin, _ = start(harness, shutdown={"delay": "0s", "timeout": "8s"})
+    stream = Conn(g.port, timeout=10)
+    stream.send(b"GET /events?n=1000&ms=100&head_ms=1000 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    g.signal(signal.SIGTERM)
+    head = stream.read_head(timeout=5)
+    assert head.status == 200, head
+    stream.read_body(head, timeout=5)              # the last chunk came: a complete response
+    assert g.wait_exit(8) == 0
+    assert time.monotonic() - t0 < 4, time.monotonic() - t0
