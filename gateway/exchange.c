@@ -532,6 +532,21 @@ void gw_exchange_req_drained(struct gw_exchange *x)
     x->down->req_drained(x);
 }
 
+int gw_exchange_ws_offered(const struct gw_exchange *x, struct gw_slice proto)
+{
+    for (size_t i = 0; i < x->req.nheaders; i++) {
+        struct gw_slice tok;
+        size_t pos = 0;
+
+        if (!GW_SLICE_EQ_LIT(x->req.headers[i].name, "Sec-WebSocket-Protocol"))
+            continue;
+        while (ws_next_token(x->req.headers[i].value, &pos, &tok))
+            if (tok.len == proto.len && memcmp(tok.p, proto.p, proto.len) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 void gw_exchange_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
                            const struct h1_header *h, size_t n)
 {

@@ -265,6 +265,11 @@ void gw_exchange_fail(struct gw_exchange *x, int status, const char *reason);
  * WebSocket: the upstream can take client messages again. */
 void gw_exchange_req_drained(struct gw_exchange *x);
 
+/* Upstream, before accepting: 1 when the client offered |proto| in Sec-WebSocket-Protocol
+ * (an app must choose among those, RFC 6455 §4.2.2). Reads the handshake's fields, so only
+ * before gw_exchange_ws_accept(). */
+int gw_exchange_ws_offered(const struct gw_exchange *x, struct gw_slice proto);
+
 /* Upstream: accepts the WebSocket x->ws (see gw_downstream_ops.ws_accept). */
 void gw_exchange_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
                            const struct h1_header *h, size_t n);

@@ -375,21 +375,6 @@ static void bad_answer(struct gw_woh *s, const char *why)
 
 /* ---- the app's answer ------------------------------------------------------------------- */
 
-static int offered(const struct gw_exchange *x, struct gw_slice proto)
-{
-    for (size_t i = 0; i < x->req.nheaders; i++) {
-        struct gw_slice tok;
-        size_t pos = 0;
-
-        if (!GW_SLICE_EQ_LIT(x->req.headers[i].name, "Sec-WebSocket-Protocol"))
-            continue;
-        while (ws_next_token(x->req.headers[i].value, &pos, &tok))
-            if (tok.len == proto.len && memcmp(tok.p, proto.p, proto.len) == 0)
-                return 1;
-    }
-    return 0;
-}
-
 /* Fields of the app's first answer that are about the POST itself, not the 101. */
 static int post_only(struct gw_slice name)
 {
@@ -601,7 +586,7 @@ static void accept_client(struct gw_woh *s)
     s->opened = 1;
     if (s->x == NULL)
         return;
-    if (s->subprotocol.len > 0 && !offered(s->x, s->subprotocol)) {
+    if (s->subprotocol.len > 0 && !gw_exchange_ws_offered(s->x, s->subprotocol)) {
         bad_answer(s, "the app chose a subprotocol the client did not offer");
         return;
     }

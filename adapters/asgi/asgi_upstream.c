@@ -1345,6 +1345,11 @@ static void on_ws_accept(struct as_conn *c, struct as_strm *st, const struct asg
         stream_error(st, ASGI_ERR_PROTOCOL, "invalid WS_ACCEPT field");
         return;
     }
+    if (sub.len > 0 && !gw_exchange_ws_offered(st->x, sub)) {
+        stream_error(st, ASGI_ERR_PROTOCOL,
+                     "WS_ACCEPT with a subprotocol the client did not offer");
+        return;
+    }
     st->ws_accepted = 1;
     st->head = 1;
     st->deadline_ms = 0; /* a websocket lives as long as both ends want; pings watch it */

@@ -6,6 +6,7 @@ websocket scope, any path:
   .../deny           websocket.close before accept (the server answers 403)
   .../deny-response  a denial response: 401, x-denied: yes, body "denied" (the
                      websocket.http.response extension; uvicorn 0.17 does not have it)
+  .../bad-proto      accept with the subprotocol "nobody.offered", which no client offers
   anything else      accept with the first offered subprotocol in PREFERRED and the header
                      x-echo: 1, then echo text as text and bytes as bytes, except the texts
                        close:<code>:<reason>  websocket.close with that code and reason
@@ -128,6 +129,8 @@ async def websocket(scope, receive, send):
         return
     offered = list(scope.get("subprotocols", []))
     chosen = next((p for p in offered if p in PREFERRED), None)
+    if path.endswith("/bad-proto"):
+        chosen = "nobody.offered"
     await send({"type": "websocket.accept", "subprotocol": chosen,
                 "headers": [(b"x-echo", b"1")]})
     while True:

@@ -453,6 +453,17 @@ def test_app_refuses_before_accept_403(env):
     env.wait_event(p, "connect")      # the app was asked, and said no
 
 
+@needs("gateway", "terminates")
+def test_app_subprotocol_not_offered_is_502(env):
+    """An app must choose among the offered subprotocols (RFC 6455 §4.2.2): the gateway refuses
+    another with 502 and a log line, and the client never gets a 101 with it."""
+    g = env.gateway()
+    with W.WsConn(g.port, timeout=3) as c:
+        r = c.handshake(env.path("/bad-proto"), protocols="chat.v0")
+    assert r.status == 502 and r.header("Sec-WebSocket-Accept") is None, r
+    assert "subprotocol the client did not offer" in g.stderr_text(), g.stderr_text()[-2000:]
+
+
 @needs("gateway", "denial_response")
 def test_app_denial_response(env):
     g = env.gateway()
