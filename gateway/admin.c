@@ -177,14 +177,17 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     if (rc == H1_INCOMPLETE && c->inlen < sizeof c->in)
         return;
     if (rc == H1_INCOMPLETE) {
+        gw_log_info("admin: request head over %d bytes: 431", ADMIN_HEAD_MAX);
         answer_text(c, 431, "Request Header Fields Too Large", "request head too large\n");
         return;
     }
     if (rc < 0) {
+        gw_log_info("admin: malformed request (%s): 400", r.err != NULL ? r.err : "?");
         answer_text(c, 400, "Bad Request", "bad request\n");
         return;
     }
     if (!GW_SLICE_EQ_LIT(r.method, "GET") && !GW_SLICE_EQ_LIT(r.method, "HEAD")) {
+        gw_log_info("admin: method %.*s: 405", (int)r.method.len, r.method.p);
         answer_text(c, 405, "Method Not Allowed", "GET only\n");
         return;
     }

@@ -65,6 +65,9 @@ def test_healthz_readyz_and_unknown_paths(harness):
     with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 400 "), "a broken request is refused"
+    g.wait_stderr(r"admin: malformed request \(.*\): 400")
+    g.wait_stderr(r"admin: method POST: 405")
+    assert admin_get(admin, "/healthz").status == 200  # and the listener serves on
     assert get(g.port, "/echo").status == 200   # the traffic listener is not the admin one
 
 
