@@ -1065,9 +1065,17 @@ bad:
     return fail(l, v, path, "invalid address '%s' (expected IP:PORT, [IPv6]:PORT or *:PORT)", vb);
 }
 
+/* Index i is enum gw_h2_mode i; UNSET cannot be written. */
+static const char *const h2_mode_names[] = {"", "off", "on", "prior_knowledge"};
+
 static const struct field listen_fields[] = {
     {.key = "address", .kind = F_FN, .required = 1, .fn = parse_listen_address},
     {.key = "backlog", .kind = F_UINT, AT(struct gw_listen_conf, backlog), .min = 1, .max = 65535},
+    {.key = "http2",
+     .kind = F_ENUM,
+     AT(struct gw_listen_conf, http2),
+     NAMES(h2_mode_names),
+     .expected = "on, off or prior_knowledge"},
 };
 
 static int parse_listen(struct loader *l, const struct node *v, const char *path, void *base)
@@ -2020,6 +2028,24 @@ static const struct field log_fields[] = {
      .max = DUR_MAX},
 };
 
+static const struct field http2_fields[] = {
+    {.key = "max_concurrent_streams",
+     .kind = F_UINT,
+     AT(struct gw_config, http2.max_concurrent_streams),
+     .min = 1,
+     .max = 1000},
+    {.key = "window",
+     .kind = F_SIZE,
+     AT(struct gw_config, http2.window),
+     .min = 16 * KIB,
+     .max = 16 * MIB},
+    {.key = "connection_window",
+     .kind = F_SIZE,
+     AT(struct gw_config, http2.connection_window),
+     .min = 64 * KIB,
+     .max = 64 * MIB},
+};
+
 static const struct field resolver_fields[] = {
     {.key = "nameservers", .kind = F_FN, .fn = parse_nameservers},
 };
@@ -2036,6 +2062,7 @@ static const struct field top_fields[] = {
     {.key = "trusted_proxies", .kind = F_FN, .fn = parse_trusted},
     {.key = "log", .kind = F_MAP, SUB(log_fields)},
     {.key = "resolver", .kind = F_MAP, SUB(resolver_fields)},
+    {.key = "http2", .kind = F_MAP, SUB(http2_fields)},
     {.key = "sse", .kind = F_MAP, SUB(sse_fields)},
     {.key = "websocket", .kind = F_FN, .fn = parse_top_ws},
     {.key = "upstreams", .kind = F_FN, .required = 1, .fn = parse_upstreams},
@@ -2055,6 +2082,9 @@ static struct gw_config *config_new(const char *name)
     c->workers = auto_workers();
     c->limits.header_bytes = 16 * KIB;
     c->limits.headers = 100;
+    c->http2.max_concurrent_streams = 128;
+    c->http2.window = 256 * KIB;
+    c->http2.connection_window = MIB;
     c->limits.target_bytes = 8 * KIB;
     c->limits.body_bytes = 10 * MIB;
     c->timeouts.header_ms = 10 * MS_S;

@@ -17,11 +17,16 @@ enum gw_protocol { GW_PROTO_HTTP = 0, GW_PROTO_UWSGI, GW_PROTO_ASGI };
 
 enum gw_balance { GW_BALANCE_ROUND_ROBIN = 0, GW_BALANCE_LEAST_OUTSTANDING };
 
+/* A listener's http2: key. Unset means on with TLS (ALPN offers h2) and off without. */
+enum gw_h2_mode { GW_H2_UNSET = 0, GW_H2_OFF, GW_H2_ON, GW_H2_PRIOR_KNOWLEDGE };
+
 struct gw_listen_conf {
     char *address;                /* as written, after ${VAR} expansion */
     struct sockaddr_storage addr; /* numeric IPv4/IPv6 address and port */
     socklen_t addrlen;
     int backlog;                  /* default 511 */
+    enum gw_h2_mode http2;        /* http2: off, on (TLS: ALPN h2) or prior_knowledge (h2c:
+                                     a client that opens with the HTTP/2 preface) */
 };
 
 /* One upstream server: "host:port", "[v6]:port" or "unix:/path". */
@@ -145,6 +150,12 @@ struct gw_config {
         uint64_t heartbeat_ms;    /* 15s: a comment line to an idle SSE client; 0 = none */
     } sse;
     struct gw_ws_conf websocket;  /* websocket: routes start from it */
+    struct {
+        uint32_t max_concurrent_streams; /* 128: SETTINGS_MAX_CONCURRENT_STREAMS */
+        uint32_t window;          /* 256k: each stream's receive window (request body bytes
+                                     the gateway holds per stream) */
+        uint32_t connection_window; /* 1m: the connection's receive window */
+    } http2;
     struct {
         char **nameservers;       /* "IP:PORT" each; none = those of /etc/resolv.conf */
         size_t nnameservers;

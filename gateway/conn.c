@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "gateway/exchange.h"
+#include "gateway/h2.h"
 #include "gateway/log.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
@@ -18,8 +19,15 @@
 /* How long a lingering close waits for the client to stop sending (nginx: lingering_time). */
 #define LINGER_MS 2000
 
+/* The HTTP/2 connection preface (RFC 9113 §3.4): an h2c client by prior knowledge opens
+ * with it. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof h2_preface - 1)
+
 static void conn_free(struct gw_conn *c)
 {
+    if (c->h2 != NULL)
+        gw_h2_free(c);
     gw_h1_free(c);
     gw_stream_close(&c->st);
     if (c->timer != NULL)
@@ -43,7 +51,10 @@ void gw_conn_close(struct gw_conn *c)
     /* Stop every source of callbacks now; the memory goes when the last guard drops. */
     gw_stream_read(&c->st, 0);
     event_del(c->timer);
-    gw_h1_on_gone(c);
+    if (c->h2 != NULL)
+        gw_h2_on_gone(c);
+    else
+        gw_h1_on_gone(c);
     if (c->refs == 0)
         conn_free(c);
 }
@@ -86,6 +97,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     gw_conn_enter(c);
     if (c->lingering)
         gw_conn_close(c);
+    else if (c->h2 != NULL)
+        gw_h2_on_deadline(c);
     else
         gw_h1_on_deadline(c);
     gw_conn_leave(c);
@@ -117,7 +130,31 @@ static void on_read(struct gw_stream *s, void *arg)
         return;
     }
     gw_conn_enter(c);
-    gw_h1_on_read(c);
+    if (c->h2_sniff) {
+        /* Prior knowledge: an HTTP/2 client opens with the preface; anything else is
+         * HTTP/1.1. A prefix of the preface waits for more bytes. */
+        char head[H2_PREFACE_LEN];
+        size_t n = evbuffer_get_length(s->in);
+
+        if (n > H2_PREFACE_LEN)
+            n = H2_PREFACE_LEN;
+        evbuffer_copyout(s->in, head, n);
+        if (memcmp(head, h2_preface, n) != 0) {
+            c->h2_sniff = 0;
+        } else if (n == H2_PREFACE_LEN) {
+            c->h2_sniff = 0;
+            gw_conn_start_session(c, 1);
+            gw_conn_leave(c);
+            return;
+        } else {
+            gw_conn_leave(c);
+            return;
+        }
+    }
+    if (c->h2 != NULL)
+        gw_h2_on_read(c);
+    else
+        gw_h1_on_read(c);
     gw_conn_leave(c);
 }
 
@@ -133,7 +170,10 @@ static void on_drain(struct gw_stream *s, void *arg)
         return;
     }
     gw_conn_enter(c);
-    gw_h1_on_drain(c);
+    if (c->h2 != NULL)
+        gw_h2_on_drain(c);
+    else
+        gw_h1_on_drain(c);
     gw_conn_leave(c);
 }
 
@@ -148,16 +188,19 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
         return;
     }
     gw_conn_enter(c);
-    if (what == GW_STREAM_EOF && !c->lingering && gw_h1_on_eof(c)) {
+    if (what == GW_STREAM_EOF && !c->lingering && c->h2 == NULL && gw_h1_on_eof(c)) {
         gw_conn_leave(c);
         return;
     }
-    if (what == GW_STREAM_ERROR && !c->lingering && c->h1.state != GW_H1_HEAD)
+    if (what == GW_STREAM_ERROR && !c->lingering && (c->h2 != NULL || c->h1.state != GW_H1_HEAD))
         gw_log_ctx(GW_LOG_INFO, c->log_ctx, "client connection error: %s", strerror(c->st.err));
     else if (what == GW_STREAM_WRITE_TIMEOUT)
         gw_log_ctx(GW_LOG_INFO, c->log_ctx, "client send timeout");
     else if (what == GW_STREAM_READ_TIMEOUT && !c->lingering) {
-        gw_h1_on_deadline(c);
+        if (c->h2 != NULL)
+            gw_h2_on_deadline(c);
+        else
+            gw_h1_on_deadline(c);
         gw_conn_leave(c);
         return;
     }
@@ -208,8 +251,24 @@ static void format_peer(struct gw_conn *c)
     }
 }
 
+void gw_conn_start_session(struct gw_conn *c, int h2)
+{
+    if (h2)
+        gw_h2_start(c);
+    else
+        gw_h1_start(c);
+}
+
+void gw_conn_drain(struct gw_conn *c)
+{
+    if (c->h2 != NULL)
+        gw_h2_drain(c);
+    else
+        gw_h1_drain(c);
+}
+
 struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peerlen)
+                            socklen_t peerlen, const struct gw_listen_conf *lc)
 {
     struct gw_conn *c = gw_xcalloc(1, sizeof *c);
     int one = 1;
@@ -242,6 +301,7 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
      * send while the next ones are fetched, instead of idling a round trip each time. */
     c->st.lowat = GW_BODY_HIWAT / 2;
     gw_worker_conn_added(w, c);
-    gw_h1_start(c);
+    c->h2_sniff = lc->http2 == GW_H2_PRIOR_KNOWLEDGE;
+    gw_conn_start_session(c, 0);
     return c;
 }

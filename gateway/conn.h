@@ -12,6 +12,8 @@
 #include "gateway/h1.h"
 #include "gateway/stream.h"
 
+struct gw_h2;
+struct gw_listen_conf;
 struct gw_worker;
 struct gw_wsnap;
 
@@ -42,6 +44,9 @@ struct gw_conn {
     unsigned lingering : 1;           /* write side shut; discarding input until EOF/timeout */
     unsigned write_then_linger : 1;   /* last response still being written, then linger */
     unsigned flush_pending : 1;       /* in the worker's flush list, holding a guard */
+    unsigned h2_sniff : 1;            /* h2c by prior knowledge: the first bytes decide */
+    struct gw_h2 *h2;                 /* the HTTP/2 session (owned) once started, else NULL:
+                                         then |h1| runs the connection */
     struct gw_h1 h1;
 };
 
@@ -51,10 +56,17 @@ static inline const char *gw_conn_peer_text(const struct gw_conn *c)
     return c->log_ctx + c->peer_at;
 }
 
-/* Takes over the accepted socket |fd| from |peer| and starts the HTTP/1.1 session. Returns
- * the connection, or NULL (fd closed, logged). */
+/* Takes over the socket |fd| accepted on the listener |lc| (read during the call) from
+ * |peer| and starts its session. Returns the connection, or NULL (fd closed, logged). */
 struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peerlen);
+                            socklen_t peerlen, const struct gw_listen_conf *lc);
+
+/* Starts the connection's session: HTTP/2 when |h2| (ALPN chose h2, or the h2c preface
+ * came), else HTTP/1.1. Bytes already in c->st.in are processed. */
+void gw_conn_start_session(struct gw_conn *c, int h2);
+
+/* The worker starts draining: each session finishes in its own way (GOAWAY on h2). */
+void gw_conn_drain(struct gw_conn *c);
 
 /* Marks |c| for closing; it is freed once no callback of it is on the stack. */
 void gw_conn_close(struct gw_conn *c);

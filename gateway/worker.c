@@ -206,6 +206,24 @@ static void on_accept_timer(evutil_socket_t fd, short what, void *arg)
             event_add(w->listeners[j].ev, NULL);
 }
 
+/* The configuration of the listener on |fd|, found by address in the current snapshot (during
+ * a reload the listener arrays change before the snapshot does). A listener the snapshot no
+ * longer has, being closed, serves its last queued connections as plain HTTP/1.1. */
+static const struct gw_listen_conf *listen_conf(const struct gw_worker *w, int fd)
+{
+    static const struct gw_listen_conf plain;
+    const struct gw_config *cfg = w->snap->cfg;
+
+    for (size_t j = 0; j < w->nlisteners; j++) {
+        if (w->listeners[j].fd != fd || w->listeners[j].address == NULL)
+            continue;
+        for (size_t i = 0; i < cfg->nlisten; i++)
+            if (strcmp(cfg->listen[i].address, w->listeners[j].address) == 0)
+                return &cfg->listen[i];
+    }
+    return &plain;
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_worker *w = arg;
@@ -221,7 +239,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
                 pause_accepting(w, errno);
             return;
         }
-        gw_conn_new(w, cfd, (struct sockaddr *)&ss, len);
+        gw_conn_new(w, cfd, (struct sockaddr *)&ss, len, listen_conf(w, fd));
     }
 }
 
@@ -324,7 +342,7 @@ static void start_drain(struct gw_worker *w)
     for (c = w->conns; c != NULL; c = next) {
         next = c->next;
         gw_conn_enter(c);
-        gw_h1_drain(c);
+        gw_conn_drain(c);
         next = c->next;
         gw_conn_leave(c);
     }
