@@ -2,6 +2,7 @@
 /* HTTP/1.1 downstream session: request heads and bodies in, responses out, in order. */
 #include "gateway/h1.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -451,7 +452,7 @@ void gw_h1_start(struct gw_conn *c)
 void gw_h1_on_read(struct gw_conn *c)
 {
     if (c->h1.state == GW_H1_WS)
-        gw_ws_on_read(c);
+        gw_ws_on_read(c->h1.ws.sess);
     else
         process(c);
 }
@@ -462,7 +463,7 @@ void gw_h1_on_drain(struct gw_conn *c)
     struct gw_exchange *x = h->x;
 
     if (h->state == GW_H1_WS) {
-        gw_ws_on_drain(c);
+        gw_ws_on_drain(c->h1.ws.sess);
         return;
     }
     if (evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT)
@@ -494,7 +495,7 @@ static void close_when_written(struct gw_conn *c)
 
 int gw_h1_on_eof(struct gw_conn *c)
 {
-    return c->h1.state == GW_H1_WS && gw_ws_on_eof(c);
+    return c->h1.state == GW_H1_WS && gw_ws_on_eof(c->h1.ws.sess);
 }
 
 static void down_end(struct gw_exchange *x, const struct h1_header *trailers,
@@ -522,7 +523,7 @@ void gw_h1_on_deadline(struct gw_conn *c)
     struct gw_h1 *h = &c->h1;
 
     if (h->state == GW_H1_WS) {
-        gw_ws_on_deadline(c);
+        gw_ws_on_deadline(c->h1.ws.sess);
         return;
     }
     if (h->state == GW_H1_HEAD) {
@@ -571,7 +572,7 @@ void gw_h1_on_gone(struct gw_conn *c)
 void gw_h1_free(struct gw_conn *c)
 {
     gw_h1_on_gone(c);
-    gw_ws_free(c);
+    gw_ws_free(c->h1.ws.sess);
 }
 
 void gw_h1_drain(struct gw_conn *c)
@@ -580,7 +581,7 @@ void gw_h1_drain(struct gw_conn *c)
 
     h->keep_alive = 0;
     if (h->state == GW_H1_WS) {
-        gw_ws_drain(c);
+        gw_ws_drain(c->h1.ws.sess);
         return;
     }
     if (streaming_events(h)) {
@@ -745,9 +746,14 @@ static int down_body(struct gw_exchange *x, const char *p, size_t n)
 
     if (h->state == GW_H1_WS) {
         struct evbuffer *tmp = c->w->ws_tmp;
+        int rc;
+
         evbuffer_drain(tmp, evbuffer_get_length(tmp));
         evbuffer_add(tmp, p, n);
-        return gw_ws_tunnel_out(c, tmp);
+        gw_conn_enter(c);
+        rc = gw_ws_tunnel_out(h->ws.sess, tmp);
+        gw_conn_leave(c);
+        return rc;
     }
     if (n == 0 || h->head_request)
         return 0;
@@ -772,8 +778,14 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
     struct gw_h1 *h = &c->h1;
     size_t n = evbuffer_get_length(src);
 
-    if (h->state == GW_H1_WS)
-        return gw_ws_tunnel_out(c, src);
+    if (h->state == GW_H1_WS) {
+        int rc;
+
+        gw_conn_enter(c);
+        rc = gw_ws_tunnel_out(h->ws.sess, src);
+        gw_conn_leave(c);
+        return rc;
+    }
     if (n == 0)
         return 0;
     if (h->head_request) {
@@ -805,7 +817,7 @@ static void down_end(struct gw_exchange *x, const struct h1_header *trailers, si
 
     gw_conn_enter(c);
     if (h->state == GW_H1_WS) {
-        gw_ws_tunnel_end(c);
+        gw_ws_tunnel_end(h->ws.sess);
         gw_conn_leave(c);
         return;
     }
@@ -836,7 +848,7 @@ static void down_fail(struct gw_exchange *x, int status)
     if (c->h1.state == GW_H1_WS) {
         gw_log_ctx(GW_LOG_INFO, c->log_ctx, "websocket: %s; closing with 1011",
                    x->error != NULL ? x->error : "upstream failed");
-        gw_ws_upstream_failed(c);
+        gw_ws_upstream_failed(c->h1.ws.sess);
     } else if (!x->head_sent) {
         answer_locally(c, status, x->error != NULL ? x->error : "upstream failed");
     } else {
@@ -854,7 +866,9 @@ static void down_req_drained(struct gw_exchange *x)
     struct gw_h1 *h = &c->h1;
 
     if (h->state == GW_H1_WS) {
-        gw_ws_resume_reading(c);
+        gw_conn_enter(c);
+        gw_ws_resume_reading(h->ws.sess);
+        gw_conn_leave(c);
         return;
     }
     if (!h->paused || evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT)
@@ -866,6 +880,113 @@ static void down_req_drained(struct gw_exchange *x)
         process(c);
         gw_conn_leave(c);
     }
+}
+
+/* --- the WebSocket carrier: the connection after its 101 (gateway/ws.c) --- */
+
+static struct gw_conn *ws_conn(struct gw_ws_carrier *car)
+{
+    return (struct gw_conn *)(void *)((char *)car - offsetof(struct gw_conn, h1.ws));
+}
+
+static struct gw_exchange *ws_io_exchange(struct gw_ws_carrier *car)
+{
+    return ws_conn(car)->h1.x;
+}
+
+static struct gw_worker *ws_io_worker(struct gw_ws_carrier *car)
+{
+    return ws_conn(car)->w;
+}
+
+static struct evbuffer *ws_io_in(struct gw_ws_carrier *car)
+{
+    return ws_conn(car)->st.in;
+}
+
+static struct evbuffer *ws_io_out(struct gw_ws_carrier *car)
+{
+    return ws_conn(car)->st.out;
+}
+
+static enum gw_ws_io_state ws_io_state(struct gw_ws_carrier *car)
+{
+    const struct gw_conn *c = ws_conn(car);
+
+    if (c->closing)
+        return GW_WS_IO_GONE;
+    return c->lingering || c->write_then_linger ? GW_WS_IO_FINISHING : GW_WS_IO_OPEN;
+}
+
+static void ws_io_read(struct gw_ws_carrier *car, int on)
+{
+    gw_stream_read(&ws_conn(car)->st, on);
+}
+
+static void ws_io_flush(struct gw_ws_carrier *car, int now)
+{
+    struct gw_conn *c = ws_conn(car);
+
+    if (now)
+        gw_stream_flush(&c->st);
+    else
+        gw_conn_flush_soon(c);
+}
+
+static int ws_io_out_full(struct gw_ws_carrier *car)
+{
+    return evbuffer_get_length(ws_conn(car)->st.out) >= GW_BODY_HIWAT;
+}
+
+static void ws_io_set_deadline(struct gw_ws_carrier *car, uint64_t at_ms)
+{
+    gw_conn_set_deadline(ws_conn(car), at_ms);
+}
+
+static void ws_io_finish(struct gw_ws_carrier *car)
+{
+    gw_conn_close_after_write(ws_conn(car));
+}
+
+/* Only marks: every call into the session is made inside the connection's guard. */
+static void ws_io_abort(struct gw_ws_carrier *car)
+{
+    gw_conn_close(ws_conn(car));
+}
+
+static const struct gw_ws_io ws_io = {
+    .exchange = ws_io_exchange,
+    .worker = ws_io_worker,
+    .in = ws_io_in,
+    .out = ws_io_out,
+    .state = ws_io_state,
+    .read = ws_io_read,
+    .flush = ws_io_flush,
+    .out_full = ws_io_out_full,
+    .set_deadline = ws_io_set_deadline,
+    .finish = ws_io_finish,
+    .abort = ws_io_abort,
+};
+
+/* The 101 is queued: the connection carries the WebSocket from now on. */
+static void ws_begin(struct gw_conn *c, int tunnel)
+{
+    struct gw_ws *ws;
+
+    c->h1.keep_alive = 0;
+    c->h1.state = GW_H1_WS;
+    c->h1.ws.io = &ws_io;
+    gw_conn_enter(c);
+    gw_stream_set_read_timeout(&c->st, 0); /* liveness is the session's: pings */
+    ws = gw_ws_new(&c->h1.ws, tunnel);
+    gw_exchange_ws_compact(c->h1.x);
+    if (c->w->draining) /* accepted while the worker drains: it ends like the others */
+        gw_ws_drain(ws);
+    gw_conn_flush_soon(c);
+    /* Frames the client sent right behind its handshake are already here. */
+    if (evbuffer_get_length(c->st.in) > 0)
+        gw_ws_on_read(ws);
+    gw_conn_leave(c);
 }
 
 /* Appends "name: value\r\n" to |out|. */
@@ -912,19 +1033,7 @@ static void down_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
     x->status = 101;
     x->head_sent = 1;
     x->bytes_out += evbuffer_get_length(out) - before;
-    c->h1.keep_alive = 0;
-    c->h1.state = GW_H1_WS;
-    gw_ws_start(c, 0);
-    gw_exchange_ws_compact(x);
-    if (c->w->draining) /* accepted while the worker drains: it ends like the others */
-        gw_ws_drain(c);
-    gw_conn_flush_soon(c);
-    /* Frames the client sent right behind its handshake are already here. */
-    if (evbuffer_get_length(c->st.in) > 0) {
-        gw_conn_enter(c);
-        gw_ws_on_read(c);
-        gw_conn_leave(c);
-    }
+    ws_begin(c, 0);
 }
 
 /* An http upstream answered the upgrade with 101: its head goes to the client, and the
@@ -953,23 +1062,18 @@ static void tunnel_head(struct gw_exchange *x, const struct gw_resp *r)
     }
     /* The handshake had no body; from now on req_done means the client half-closed. */
     x->req_done = 0;
-    c->h1.keep_alive = 0;
-    c->h1.state = GW_H1_WS;
-    gw_ws_start(c, 1);
-    gw_exchange_ws_compact(x);
-    if (c->w->draining)
-        gw_ws_drain(c);
-    gw_conn_flush_soon(c);
-    if (evbuffer_get_length(c->st.in) > 0) {
-        gw_conn_enter(c);
-        gw_ws_on_read(c);
-        gw_conn_leave(c);
-    }
+    ws_begin(c, 1);
 }
 
 static int down_ws_send(struct gw_exchange *x, unsigned flags, const uint8_t *p, size_t n)
 {
-    return gw_ws_send(x->down_ctx, flags, p, n);
+    struct gw_conn *c = x->down_ctx;
+    int rc;
+
+    gw_conn_enter(c);
+    rc = gw_ws_send(c->h1.ws.sess, flags, p, n);
+    gw_conn_leave(c);
+    return rc;
 }
 
 static void down_ws_close(struct gw_exchange *x, unsigned code, const char *reason, size_t n)
@@ -978,7 +1082,7 @@ static void down_ws_close(struct gw_exchange *x, unsigned code, const char *reas
 
     gw_conn_enter(c);
     if (c->h1.state == GW_H1_WS)
-        gw_ws_close(c, code, reason, n);
+        gw_ws_close(c->h1.ws.sess, code, reason, n);
     else /* the app refused before accepting (RFC 6455 leaves the status to us) */
         answer_locally(c, 403, "websocket refused by the upstream");
     gw_conn_leave(c);

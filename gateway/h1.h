@@ -8,10 +8,10 @@
 
 #include "gateway/exchange.h"
 #include "gateway/h1_parse.h"
+#include "gateway/ws.h"
 
 struct gw_conn;
 struct gw_exchange;
-struct gw_ws;
 
 enum gw_h1_state {
     GW_H1_HEAD = 0,   /* waiting for (the rest of) a request head */
@@ -26,7 +26,8 @@ struct gw_h1 {
     enum gw_h1_state state;
     enum h1_body body;            /* framing of the current request body */
     struct gw_exchange *x;        /* the exchange in progress (owned), or NULL */
-    struct gw_ws *ws;             /* in GW_H1_WS: the WebSocket session (owned) */
+    struct gw_ws_carrier ws;      /* in GW_H1_WS: the connection carries the WebSocket
+                                     session ws.sess (owned) */
     uint64_t body_left;           /* H1_BODY_LENGTH: bytes still to read */
     struct h1_chunked chunked;    /* H1_BODY_CHUNKED decoder */
     unsigned keep_alive : 1;      /* the connection may serve another request */

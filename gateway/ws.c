@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* The WebSocket session of a client connection: frames in and out, the close handshake and
- * liveness. See ws.h. */
+/* The WebSocket session over its carrier (an HTTP/1.1 connection or an HTTP/2 stream): frames
+ * in and out, the close handshake and liveness. See ws.h. */
 #include "gateway/ws.h"
 
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/conn.h"
 #include "gateway/exchange.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -18,41 +17,85 @@
  * the loop turn (as h1 does). */
 #define FLUSH_NOW_BYTES (64 * 1024)
 
-static const struct gw_ws_conf *conf_of(const struct gw_conn *c)
+/* The carrier, through its ops. */
+static struct gw_exchange *x_of(const struct gw_ws *ws)
 {
-    return &c->h1.x->route->ws;
+    return ws->car->io->exchange(ws->car);
 }
 
-static void put_frame(struct gw_conn *c, unsigned op, int fin, int rsv1, const uint8_t *p,
+static struct gw_worker *w_of(const struct gw_ws *ws)
+{
+    return ws->car->io->worker(ws->car);
+}
+
+static struct evbuffer *in_of(const struct gw_ws *ws)
+{
+    return ws->car->io->in(ws->car);
+}
+
+static struct evbuffer *out_of(const struct gw_ws *ws)
+{
+    return ws->car->io->out(ws->car);
+}
+
+static enum gw_ws_io_state io_state(const struct gw_ws *ws)
+{
+    return ws->car->io->state(ws->car);
+}
+
+static void io_read(const struct gw_ws *ws, int on)
+{
+    ws->car->io->read(ws->car, on);
+}
+
+static void io_flush(const struct gw_ws *ws, int now)
+{
+    ws->car->io->flush(ws->car, now);
+}
+
+static void io_set_deadline(const struct gw_ws *ws, uint64_t at_ms)
+{
+    ws->car->io->set_deadline(ws->car, at_ms);
+}
+
+static void io_finish(const struct gw_ws *ws)
+{
+    ws->car->io->finish(ws->car);
+}
+
+static void io_abort(const struct gw_ws *ws)
+{
+    ws->car->io->abort(ws->car);
+}
+
+static const struct gw_ws_conf *conf_of(const struct gw_ws *ws)
+{
+    return &x_of(ws)->route->ws;
+}
+
+static void put_frame(struct gw_ws *ws, unsigned op, int fin, int rsv1, const uint8_t *p,
                       size_t n)
 {
+    struct evbuffer *out = out_of(ws);
     uint8_t h[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_header(h, op, fin, rsv1, n);
 
-    evbuffer_add(c->st.out, h, hl);
+    evbuffer_add(out, h, hl);
     if (n > 0)
-        evbuffer_add(c->st.out, p, n);
-    c->h1.x->bytes_out += hl + n;
+        evbuffer_add(out, p, n);
+    x_of(ws)->bytes_out += hl + n;
 }
 
 /* Writes now when much is queued, else at the end of the turn; says whether to pause. */
-static int after_out(struct gw_conn *c)
+static int after_out(struct gw_ws *ws)
 {
-    size_t queued = evbuffer_get_length(c->st.out);
-
-    if (queued >= FLUSH_NOW_BYTES) {
-        gw_stream_flush(&c->st);
-        queued = evbuffer_get_length(c->st.out);
-    } else {
-        gw_conn_flush_soon(c);
-    }
-    return queued >= GW_BODY_HIWAT;
+    io_flush(ws, evbuffer_get_length(out_of(ws)) >= FLUSH_NOW_BYTES);
+    return ws->car->io->out_full(ws->car);
 }
 
 /* Our close frame; |code| 0 sends one without a status (the answer to a close without one). */
-static void send_close(struct gw_conn *c, unsigned code, const char *reason, size_t rlen)
+static void send_close(struct gw_ws *ws, unsigned code, const char *reason, size_t rlen)
 {
-    struct gw_ws *ws = c->h1.ws;
     uint8_t p[125];
     size_t n = 0;
 
@@ -62,14 +105,13 @@ static void send_close(struct gw_conn *c, unsigned code, const char *reason, siz
     ws->close_code = (uint16_t)code;
     if (code != 0)
         n = ws_close_payload(p, code, reason, rlen);
-    put_frame(c, WS_OP_CLOSE, 1, 0, p, n);
+    put_frame(ws, WS_OP_CLOSE, 1, 0, p, n);
 }
 
 /* The client's side ended: the upstream hears it once, with |code|. */
-static void tell_upstream(struct gw_conn *c, unsigned code, const char *reason, size_t n)
+static void tell_upstream(struct gw_ws *ws, unsigned code, const char *reason, size_t n)
 {
-    struct gw_ws *ws = c->h1.ws;
-    struct gw_exchange *x = c->h1.x;
+    struct gw_exchange *x = x_of(ws);
 
     if (ws->upstream_gone)
         return;
@@ -79,74 +121,61 @@ static void tell_upstream(struct gw_conn *c, unsigned code, const char *reason, 
 }
 
 /* Reading the client is on unless the upstream or the client's own output holds it back. */
-static void update_reading(struct gw_conn *c)
+static void update_reading(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
-    if (c->closing || c->lingering || c->write_then_linger || ws->client_eof)
+    if (io_state(ws) != GW_WS_IO_OPEN || ws->client_eof)
         return;
-    gw_stream_read(&c->st, !ws->paused && !ws->out_blocked);
+    io_read(ws, !ws->paused && !ws->out_blocked);
 }
 
-/* Reads what waits in the input after reading was held back (nothing new would wake us). */
-static void read_pending(struct gw_conn *c)
+/* Reads what waits in the input after reading was held back (nothing new would wake us). The
+ * carrier keeps itself alive around every gw_ws_* call (ws.h): no guard is needed here. */
+static void read_pending(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
-    update_reading(c);
-    if (!ws->paused && !ws->out_blocked && evbuffer_get_length(c->st.in) > 0) {
-        gw_conn_enter(c);
-        gw_ws_on_read(c);
-        gw_conn_leave(c);
-    }
+    update_reading(ws);
+    if (!ws->paused && !ws->out_blocked && evbuffer_get_length(in_of(ws)) > 0)
+        gw_ws_on_read(ws);
 }
 
 /* The upstream detached: what the client sends now is read only to find its close, so
  * nothing holds reading back for the upstream any more. */
-static void upstream_left(struct gw_conn *c)
+static void upstream_left(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
     ws->upstream_gone = 1;
     if (ws->paused && !ws->tunnel) {
         ws->paused = 0;
-        read_pending(c);
+        read_pending(ws);
     }
 }
 
 /* Any byte from the client proves it alive: the ping clock starts again. */
-static void alive(struct gw_conn *c)
+static void alive(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-    uint64_t every = conf_of(c)->ping_interval_ms;
+    uint64_t every = conf_of(ws)->ping_interval_ms;
 
     ws->pinging = 0;
     if (ws->close_sent || ws->client_eof)
         return;
-    if (every > 0) {
-        ws->ping_due_ms = gw_now_ms() + every;
-        gw_conn_set_deadline(c, ws->ping_due_ms);
-    } else {
-        gw_conn_set_deadline(c, 0);
-    }
+    io_set_deadline(ws, every > 0 ? gw_now_ms() + every : 0);
 }
 
 /* After our close frame the client has close_timeout to answer with its own. */
-static void await_client_close(struct gw_conn *c)
+static void await_client_close(struct gw_ws *ws)
 {
-    gw_conn_set_deadline(c, gw_now_ms() + conf_of(c)->close_timeout_ms);
-    gw_conn_flush_soon(c);
+    io_set_deadline(ws, gw_now_ms() + conf_of(ws)->close_timeout_ms);
+    io_flush(ws, 0);
 }
 
-void gw_ws_start(struct gw_conn *c, int tunnel)
+struct gw_ws *gw_ws_new(struct gw_ws_carrier *car, int tunnel)
 {
     struct gw_ws *ws = gw_xcalloc(1, sizeof *ws);
-    const struct gw_exchange *x = c->h1.x;
+    const struct gw_exchange *x = car->io->exchange(car);
     const struct gw_ws_conf *wc = &x->route->ws;
 
-    c->h1.ws = ws;
+    ws->car = car;
+    car->sess = ws;
     ws->tunnel = tunnel != 0;
-    gw_m_gauge(&c->w->metrics->websockets, 1);
+    gw_m_gauge(&w_of(ws)->metrics->websockets, 1);
     if (!ws->tunnel) {
         ws->in.conf.max_message = wc->max_message;
         if (x->ws_hs.deflate) {
@@ -158,46 +187,44 @@ void gw_ws_start(struct gw_conn *c, int tunnel)
             ws->out.no_context_takeover = x->ws_hs.pmd.server_no_context_takeover;
         }
     }
-    /* Liveness is ours now: no read timeout, pings instead. */
-    gw_stream_set_read_timeout(&c->st, 0);
-    gw_stream_read(&c->st, 1);
-    alive(c);
+    /* Liveness is ours now (the carrier dropped its read timeout): pings instead. */
+    io_read(ws, 1);
+    alive(ws);
+    return ws;
 }
 
-void gw_ws_free(struct gw_conn *c)
+void gw_ws_free(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
     if (ws == NULL)
         return;
-    gw_m_gauge(&c->w->metrics->websockets, -1);
+    gw_m_gauge(&w_of(ws)->metrics->websockets, -1);
     if (!ws->tunnel) {
         ws_in_free(&ws->in);
         ws_out_free(&ws->out);
     }
+    ws->car->sess = NULL;
     free(ws);
-    c->h1.ws = NULL;
 }
 
-static void on_client_close(struct gw_conn *c, unsigned code, const uint8_t *reason, size_t n)
+static void on_client_close(struct gw_ws *ws, unsigned code, const uint8_t *reason, size_t n)
 {
     /* The usual answer echoes the client's code (RFC 6455 §5.5.1). */
-    send_close(c, code == WS_CLOSE_NO_STATUS ? 0 : code, "", 0);
-    tell_upstream(c, code, (const char *)reason, n);
-    gw_conn_close_after_write(c);
+    send_close(ws, code == WS_CLOSE_NO_STATUS ? 0 : code, "", 0);
+    tell_upstream(ws, code, (const char *)reason, n);
+    io_finish(ws);
 }
 
-static void on_protocol_error(struct gw_conn *c, unsigned code, const char *why)
+static void on_protocol_error(struct gw_ws *ws, unsigned code, const char *why)
 {
-    struct gw_exchange *x = c->h1.x;
+    struct gw_exchange *x = x_of(ws);
 
-    gw_log_ctx(GW_LOG_INFO, c->log_ctx, "websocket: %s; closing with %u", why, code);
+    gw_log_ctx(GW_LOG_INFO, x->log_ctx, "websocket: %s; closing with %u", why, code);
     if (x->error == NULL)
         x->error = why;
-    send_close(c, code, why, strlen(why));
-    tell_upstream(c, code, why, strlen(why));
+    send_close(ws, code, why, strlen(why));
+    tell_upstream(ws, code, why, strlen(why));
     /* After failing the connection nothing more of it is read (RFC 6455 §7.1.7). */
-    gw_conn_close_after_write(c);
+    io_finish(ws);
 }
 
 /* ---- tunnel ---------------------------------------------------------------------------- */
@@ -246,21 +273,21 @@ static int at_boundary(const struct gw_ws *ws)
     return !ws->bad_bounds && ws->up_bounds.left == 0 && ws->up_bounds.hlen == 0;
 }
 
-static void tunnel_read(struct gw_conn *c)
+static void tunnel_read(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-    struct gw_exchange *x = c->h1.x;
-    size_t n = evbuffer_get_length(c->st.in);
+    struct gw_exchange *x = x_of(ws);
+    struct evbuffer *in = in_of(ws);
+    size_t n = evbuffer_get_length(in);
 
     if (ws->paused || x->up == NULL || x->req_body == NULL || (n == 0 && !ws->client_eof))
         return;
     if (n > 0) {
-        alive(c);
-        evbuffer_remove_buffer(c->st.in, x->req_body, n);
+        alive(ws);
+        evbuffer_remove_buffer(in, x->req_body, n);
         x->bytes_in += n;
         if (evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT) {
             ws->paused = 1;
-            gw_stream_read(&c->st, 0);
+            io_read(ws, 0);
         }
     }
     /* After the client's EOF, its last byte taken: the upstream's side is done too. */
@@ -269,24 +296,22 @@ static void tunnel_read(struct gw_conn *c)
     gw_exchange_req_body(x);
 }
 
-int gw_ws_on_eof(struct gw_conn *c)
+int gw_ws_on_eof(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-    struct gw_exchange *x = c->h1.x;
+    struct gw_exchange *x = x_of(ws);
 
     if (!ws->tunnel || ws->client_eof || ws->upstream_gone || x->up == NULL)
         return 0;
     ws->client_eof = 1;
     ws->pinging = 0; /* a half-closed client cannot answer pings */
-    gw_stream_read(&c->st, 0);
-    gw_conn_set_deadline(c, gw_now_ms() + conf_of(c)->close_timeout_ms);
-    tunnel_read(c);
+    io_read(ws, 0);
+    io_set_deadline(ws, gw_now_ms() + conf_of(ws)->close_timeout_ms);
+    tunnel_read(ws);
     return 1;
 }
 
-int gw_ws_tunnel_out(struct gw_conn *c, struct evbuffer *src)
+int gw_ws_tunnel_out(struct gw_ws *ws, struct evbuffer *src)
 {
-    struct gw_ws *ws = c->h1.ws;
     size_t n = evbuffer_get_length(src);
 
     if (!ws->bad_bounds) {
@@ -307,27 +332,28 @@ int gw_ws_tunnel_out(struct gw_conn *c, struct evbuffer *src)
             }
         }
     }
-    evbuffer_add_buffer(c->st.out, src);
-    c->h1.x->bytes_out += n;
-    return after_out(c);
+    evbuffer_add_buffer(out_of(ws), src);
+    x_of(ws)->bytes_out += n;
+    return after_out(ws);
 }
 
-void gw_ws_tunnel_end(struct gw_conn *c)
+void gw_ws_tunnel_end(struct gw_ws *ws)
 {
-    c->h1.ws->upstream_gone = 1;
-    gw_conn_close_after_write(c);
+    ws->upstream_gone = 1;
+    io_finish(ws);
 }
 
-void gw_ws_on_read(struct gw_conn *c)
+void gw_ws_on_read(struct gw_ws *ws)
 {
     static uint8_t no_input[1];
-    struct gw_ws *ws = c->h1.ws;
-    struct gw_exchange *x = c->h1.x;
-    size_t len = evbuffer_get_length(c->st.in), off = 0;
+    struct gw_exchange *x = x_of(ws);
+    struct gw_worker *w = w_of(ws);
+    struct evbuffer *in = in_of(ws);
+    size_t len = evbuffer_get_length(in), off = 0;
     uint8_t *buf;
 
     if (ws->tunnel) {
-        tunnel_read(c);
+        tunnel_read(ws);
         return;
     }
     if (ws->paused || ws->out_blocked)
@@ -336,19 +362,18 @@ void gw_ws_on_read(struct gw_conn *c)
      * pause: it is asked again. */
     buf = no_input;
     if (len > 0) {
-        alive(c);
-        buf = evbuffer_pullup(c->st.in, -1);
+        alive(ws);
+        buf = evbuffer_pullup(in, -1);
         if (buf == NULL) {
-            gw_conn_close(c); /* out of memory */
+            io_abort(ws); /* out of memory */
             return;
         }
     }
-    while (!c->closing && !c->lingering && !c->write_then_linger && !ws->paused &&
-           !ws->out_blocked) {
+    while (io_state(ws) == GW_WS_IO_OPEN && !ws->paused && !ws->out_blocked) {
         struct ws_in_event ev;
         size_t used = 0;
-        enum ws_in_type t = ws_in_next(&ws->in, buf + off, len - off, &used, c->w->ws_scratch,
-                                       sizeof c->w->ws_scratch, &ev);
+        enum ws_in_type t = ws_in_next(&ws->in, buf + off, len - off, &used, w->ws_scratch,
+                                       sizeof w->ws_scratch, &ev);
 
         off += used;
         if (t == WS_IN_NEED)
@@ -359,77 +384,74 @@ void gw_ws_on_read(struct gw_conn *c)
                 continue;
             if (gw_exchange_ws_message(x, ev.flags, ev.data, ev.len)) {
                 ws->paused = 1;
-                gw_stream_read(&c->st, 0);
+                io_read(ws, 0);
             }
         } else if (t == WS_IN_PING) {
             /* A client that pings without reading the pongs stops being read. */
             if (!ws->close_sent) {
-                put_frame(c, WS_OP_PONG, 1, 0, ev.data, ev.len);
-                if (after_out(c)) {
+                put_frame(ws, WS_OP_PONG, 1, 0, ev.data, ev.len);
+                if (after_out(ws)) {
                     ws->out_blocked = 1;
-                    update_reading(c);
+                    update_reading(ws);
                 }
             }
         } else if (t == WS_IN_CLOSE) {
-            on_client_close(c, ev.code, ev.data, ev.len);
+            on_client_close(ws, ev.code, ev.data, ev.len);
             break;
         } else if (t == WS_IN_ERROR) {
-            on_protocol_error(c, ev.code, ev.why);
+            on_protocol_error(ws, ev.code, ev.why);
             break;
         }
     }
-    evbuffer_drain(c->st.in, off);
+    evbuffer_drain(in, off);
     x->bytes_in += off;
 }
 
-void gw_ws_resume_reading(struct gw_conn *c)
+void gw_ws_resume_reading(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
+    struct gw_exchange *x;
 
-    if (!ws->paused || c->closing)
+    if (!ws->paused || io_state(ws) == GW_WS_IO_GONE)
         return;
-    if (ws->tunnel && c->h1.x->req_body != NULL &&
-        evbuffer_get_length(c->h1.x->req_body) >= GW_BODY_HIWAT)
+    x = x_of(ws);
+    if (ws->tunnel && x->req_body != NULL && evbuffer_get_length(x->req_body) >= GW_BODY_HIWAT)
         return;
     ws->paused = 0;
-    update_reading(c);
-    gw_conn_enter(c);
-    gw_ws_on_read(c);
-    gw_conn_leave(c);
+    update_reading(ws);
+    gw_ws_on_read(ws);
 }
 
-void gw_ws_on_drain(struct gw_conn *c)
+void gw_ws_on_drain(struct gw_ws *ws)
 {
-    struct gw_exchange *x = c->h1.x;
-    struct gw_ws *ws = c->h1.ws;
+    struct gw_exchange *x;
 
-    if (evbuffer_get_length(c->st.out) >= GW_BODY_HIWAT)
+    if (ws->car->io->out_full(ws->car))
         return;
     if (ws->out_blocked) {
         ws->out_blocked = 0;
-        read_pending(c);
+        read_pending(ws);
     }
+    x = x_of(ws);
     if (x != NULL && x->up != NULL)
         gw_exchange_resume(x);
 }
 
-void gw_ws_on_deadline(struct gw_conn *c)
+void gw_ws_on_deadline(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-    struct gw_exchange *x = c->h1.x;
+    struct gw_exchange *x = x_of(ws);
     uint64_t now = gw_now_ms();
     uint8_t payload[8];
 
     if (ws->close_sent || ws->client_eof) {
         /* The client did not answer our close in time, or the upstream did not finish after
          * the client's half-close. */
-        gw_conn_close(c);
+        io_abort(ws);
         return;
     }
-    if (evbuffer_get_length(c->st.out) > 0 || (ws->tunnel && !at_boundary(ws))) {
+    if (evbuffer_get_length(out_of(ws)) > 0 || (ws->tunnel && !at_boundary(ws))) {
         /* Not idle: the client has yet to take what we sent (the send timeout judges that),
          * or an upstream frame is half through. Look again later. */
-        alive(c);
+        alive(ws);
         return;
     }
     /* An upstream that takes nothing (|paused|) holds the client's bytes back, its pongs
@@ -439,14 +461,13 @@ void gw_ws_on_deadline(struct gw_conn *c)
         /* The payload is the time, so a pong can be told from another endpoint's. */
         for (int i = 0; i < 8; i++)
             payload[i] = (uint8_t)(now >> (56 - 8 * i));
-        put_frame(c, WS_OP_PING, 1, 0, payload, sizeof payload);
+        put_frame(ws, WS_OP_PING, 1, 0, payload, sizeof payload);
         ws->pinging = 1;
-        ws->ping_due_ms = now + conf_of(c)->ping_timeout_ms;
-        gw_conn_set_deadline(c, ws->ping_due_ms);
-        gw_stream_flush(&c->st);
+        io_set_deadline(ws, now + conf_of(ws)->ping_timeout_ms);
+        io_flush(ws, 1);
         return;
     }
-    gw_log_ctx(GW_LOG_INFO, c->log_ctx, "%s",
+    gw_log_ctx(GW_LOG_INFO, x->log_ctx, "%s",
                ws->paused ? "websocket: the upstream took no message for websocket.ping_interval "
                             "+ ping_timeout; closing"
                           : "websocket: no answer to a ping within websocket.ping_timeout; "
@@ -454,52 +475,52 @@ void gw_ws_on_deadline(struct gw_conn *c)
     if (x->error == NULL)
         x->error = ws->paused ? "websocket upstream stalled" : "websocket ping timeout";
     if (!ws->tunnel || at_boundary(ws))
-        send_close(c, WS_CLOSE_INTERNAL, "ping timeout", 12);
-    tell_upstream(c, WS_CLOSE_ABNORMAL, "", 0);
-    gw_stream_flush(&c->st);
-    gw_conn_close(c);
+        send_close(ws, WS_CLOSE_INTERNAL, "ping timeout", 12);
+    tell_upstream(ws, WS_CLOSE_ABNORMAL, "", 0);
+    io_flush(ws, 1);
+    io_abort(ws);
 }
 
-void gw_ws_drain(struct gw_conn *c)
+void gw_ws_drain(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
-    if (ws->close_sent || ws->upstream_gone || c->write_then_linger || c->lingering)
+    /* A carrier already ending (finishing, or gone with its exchange) has nothing to drain. */
+    if (ws->close_sent || ws->upstream_gone || io_state(ws) != GW_WS_IO_OPEN)
         return;
     if (ws->tunnel) {
         /* The client's answer to our close reaches the upstream, which then closes too. */
         if (at_boundary(ws))
-            send_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20);
+            send_close(ws, WS_CLOSE_GOING_AWAY, "server shutting down", 20);
         ws->close_sent = 1;
-        await_client_close(c);
+        await_client_close(ws);
         return;
     }
-    send_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20);
-    tell_upstream(c, WS_CLOSE_GOING_AWAY, "", 0);
-    await_client_close(c);
-    upstream_left(c);
+    send_close(ws, WS_CLOSE_GOING_AWAY, "server shutting down", 20);
+    tell_upstream(ws, WS_CLOSE_GOING_AWAY, "", 0);
+    await_client_close(ws);
+    upstream_left(ws);
 }
 
-int gw_ws_send(struct gw_conn *c, unsigned flags, const uint8_t *p, size_t n)
+int gw_ws_send(struct gw_ws *ws, unsigned flags, const uint8_t *p, size_t n)
 {
-    struct gw_ws *ws = c->h1.ws;
     int fin = (flags & WS_F_FIN) != 0;
     unsigned op = ws->out_started ? WS_OP_CONT
                                   : ((flags & WS_F_TEXT) ? WS_OP_TEXT : WS_OP_BINARY);
 
-    if (ws->close_sent || c->closing)
+    if (ws->close_sent || io_state(ws) == GW_WS_IO_GONE)
         return 0;
     if (flags & (GW_WS_PING | GW_WS_PONG)) {
-        put_frame(c, (flags & GW_WS_PING) ? WS_OP_PING : WS_OP_PONG, 1, 0, p, n > 125 ? 125 : n);
-        return after_out(c);
+        put_frame(ws, (flags & GW_WS_PING) ? WS_OP_PING : WS_OP_PONG, 1, 0, p,
+                  n > 125 ? 125 : n);
+        return after_out(ws);
     }
     if (!ws->deflate) {
-        put_frame(c, op, fin, 0, p, n);
+        put_frame(ws, op, fin, 0, p, n);
         ws->out_started = !fin;
-        return after_out(c);
+        return after_out(ws);
     }
     {
-        struct evbuffer *tmp = c->w->ws_tmp;
+        struct gw_worker *w = w_of(ws);
+        struct evbuffer *tmp = w->ws_tmp, *out;
         size_t off = 0, clen;
         int rc = 0;
 
@@ -507,69 +528,67 @@ int gw_ws_send(struct gw_conn *c, unsigned flags, const uint8_t *p, size_t n)
         for (;;) {
             size_t used = 0, olen = 0;
 
-            rc = ws_out_deflate(&ws->out, p + off, n - off, fin, c->w->ws_scratch,
-                                sizeof c->w->ws_scratch, &used, &olen);
+            rc = ws_out_deflate(&ws->out, p + off, n - off, fin, w->ws_scratch,
+                                sizeof w->ws_scratch, &used, &olen);
             if (rc < 0)
                 break;
             off += used;
-            evbuffer_add(tmp, c->w->ws_scratch, olen);
+            evbuffer_add(tmp, w->ws_scratch, olen);
             if (off == n && (!fin || rc == 1))
                 break;
         }
         if (rc < 0) {
             evbuffer_drain(tmp, evbuffer_get_length(tmp));
-            gw_log_ctx(GW_LOG_ERROR, c->log_ctx, "websocket: compression failed (out of memory)");
-            gw_ws_upstream_failed(c);
+            gw_log_ctx(GW_LOG_ERROR, x_of(ws)->log_ctx,
+                       "websocket: compression failed (out of memory)");
+            gw_ws_upstream_failed(ws);
             return 0;
         }
         clen = evbuffer_get_length(tmp);
         /* A piece that compressed to nothing yet waits for the next: the message's first frame
          * must carry its opcode and RSV1. */
         if (clen == 0 && !fin)
-            return after_out(c);
+            return after_out(ws);
         {
             uint8_t h[WS_FRAME_HEADER_MAX];
             size_t hl = ws_frame_header(h, op, fin, !ws->out_started, clen);
 
-            evbuffer_add(c->st.out, h, hl);
-            evbuffer_add_buffer(c->st.out, tmp);
-            c->h1.x->bytes_out += hl + clen;
+            out = out_of(ws);
+            evbuffer_add(out, h, hl);
+            evbuffer_add_buffer(out, tmp);
+            x_of(ws)->bytes_out += hl + clen;
         }
         ws->out_started = !fin;
-        return after_out(c);
+        return after_out(ws);
     }
 }
 
-void gw_ws_close(struct gw_conn *c, unsigned code, const char *reason, size_t n)
+void gw_ws_close(struct gw_ws *ws, unsigned code, const char *reason, size_t n)
 {
-    struct gw_ws *ws = c->h1.ws;
-
-    if (ws->close_sent || c->closing) {
+    if (ws->close_sent || io_state(ws) == GW_WS_IO_GONE) {
         ws->upstream_gone = 1;
         return;
     }
-    send_close(c, code, reason, n);
-    await_client_close(c);
-    upstream_left(c);
+    send_close(ws, code, reason, n);
+    await_client_close(ws);
+    upstream_left(ws);
 }
 
-void gw_ws_upstream_failed(struct gw_conn *c)
+void gw_ws_upstream_failed(struct gw_ws *ws)
 {
-    struct gw_ws *ws = c->h1.ws;
-
-    if (ws->close_sent || c->closing) {
+    if (ws->close_sent || io_state(ws) == GW_WS_IO_GONE) {
         ws->upstream_gone = 1;
         return;
     }
     if (ws->tunnel) {
         ws->upstream_gone = 1;
         if (at_boundary(ws))
-            send_close(c, WS_CLOSE_INTERNAL, "upstream failed", 15);
-        gw_stream_flush(&c->st);
-        gw_conn_close(c);
+            send_close(ws, WS_CLOSE_INTERNAL, "upstream failed", 15);
+        io_flush(ws, 1);
+        io_abort(ws);
         return;
     }
-    send_close(c, WS_CLOSE_INTERNAL, "upstream failed", 15);
-    await_client_close(c);
-    upstream_left(c);
+    send_close(ws, WS_CLOSE_INTERNAL, "upstream failed", 15);
+    await_client_close(ws);
+    upstream_left(ws);
 }
