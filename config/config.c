@@ -1068,6 +1068,96 @@ bad:
 /* Index i is enum gw_h2_mode i; UNSET cannot be written. */
 static const char *const h2_mode_names[] = {"", "off", "on", "prior_knowledge"};
 
+static const struct node *map_value(const struct node *m, const char *key);
+
+/* A file path of tls: (not opened here: gateway/tls.c reads it and reports at |line|:|col|). */
+static int parse_tls_file(struct loader *l, const struct node *v, const char *path,
+                          struct gw_tls_file *f)
+{
+    const char *s;
+    size_t len;
+
+    if (get_str(l, v, path, &s, &len))
+        return -1;
+    f->path = gw_xstrndup(s, len);
+    f->line = v->line;
+    f->col = v->col;
+    return 0;
+}
+
+static int parse_tls_cert_path(struct loader *l, const struct node *v, const char *path,
+                               void *base)
+{
+    return parse_tls_file(l, v, path, &((struct gw_tls_cert_conf *)base)->cert);
+}
+
+static int parse_tls_key_path(struct loader *l, const struct node *v, const char *path,
+                              void *base)
+{
+    return parse_tls_file(l, v, path, &((struct gw_tls_cert_conf *)base)->key);
+}
+
+static const struct field tls_cert_fields[] = {
+    {.key = "cert", .kind = F_FN, .required = 1, .fn = parse_tls_cert_path},
+    {.key = "key", .kind = F_FN, .required = 1, .fn = parse_tls_key_path},
+};
+
+static int parse_tls_certs(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_tls_conf *t = base;
+    char p[PATH_LEN];
+    size_t i = 0;
+
+    if (nonempty_seq(l, v, path, "certificate"))
+        return -1;
+    t->certs = gw_xcalloc(v->nkids, sizeof *t->certs);
+    for (const struct node *e = v->first; e != NULL; e = e->next, i++) {
+        join_idx(p, path, i);
+        t->ncerts++;
+        if (walk_map(l, e, p, tls_cert_fields, GW_ARRAY_LEN(tls_cert_fields), &t->certs[i]))
+            return -1;
+    }
+    return 0;
+}
+
+static int parse_tls_client_ca(struct loader *l, const struct node *v, const char *path,
+                               void *base)
+{
+    return parse_tls_file(l, v, path, &((struct gw_tls_conf *)base)->client_ca);
+}
+
+/* Index i is enum gw_tls_verify i; NONE cannot be written. */
+static const char *const tls_verify_names[] = {"", "require", "optional"};
+
+static const struct field tls_fields[] = {
+    {.key = "certificates", .kind = F_FN, .required = 1, .fn = parse_tls_certs},
+    {.key = "client_ca", .kind = F_FN, .fn = parse_tls_client_ca},
+    {.key = "client_verify",
+     .kind = F_ENUM,
+     AT(struct gw_tls_conf, client_verify),
+     NAMES(tls_verify_names),
+     .expected = "require or optional"},
+    {.key = "session_tickets", .kind = F_BOOL, AT(struct gw_tls_conf, session_tickets)},
+};
+
+static int parse_listen_tls(struct loader *l, const struct node *v, const char *path, void *base)
+{
+    struct gw_listen_conf *lc = base;
+    struct gw_tls_conf *t = gw_xcalloc(1, sizeof *t);
+    const struct node *cv;
+
+    lc->tls = t; /* freed with the snapshot, whole or half built */
+    t->session_tickets = 1;
+    if (walk_map(l, v, path, tls_fields, GW_ARRAY_LEN(tls_fields), t))
+        return -1;
+    cv = map_value(v, "client_verify");
+    if (t->client_ca.path == NULL && cv != NULL)
+        return fail(l, cv, path, "client_verify needs client_ca (the CAs to verify against)");
+    if (t->client_ca.path != NULL && t->client_verify == GW_TLS_VERIFY_NONE)
+        t->client_verify = GW_TLS_VERIFY_REQUIRE;
+    return 0;
+}
+
 static const struct field listen_fields[] = {
     {.key = "address", .kind = F_FN, .required = 1, .fn = parse_listen_address},
     {.key = "backlog", .kind = F_UINT, AT(struct gw_listen_conf, backlog), .min = 1, .max = 65535},
@@ -1076,13 +1166,14 @@ static const struct field listen_fields[] = {
      AT(struct gw_listen_conf, http2),
      NAMES(h2_mode_names),
      .expected = "on, off or prior_knowledge"},
+    {.key = "tls", .kind = F_FN, .fn = parse_listen_tls},
 };
 
 static int parse_listen(struct loader *l, const struct node *v, const char *path, void *base)
 {
     struct gw_config *c = base;
     struct dupkey *keys;
-    char p[PATH_LEN], vb[SHOW_LEN];
+    char p[PATH_LEN], hp[PATH_LEN], vb[SHOW_LEN];
     size_t i = 0, dup, orig;
     const struct node *e;
 
@@ -1093,9 +1184,20 @@ static int parse_listen(struct loader *l, const struct node *v, const char *path
         struct gw_listen_conf *lc = &c->listen[c->nlisten++];
 
         lc->backlog = 511;
+        lc->line = e->line;
+        lc->col = e->col;
         join_idx(p, path, i);
         if (walk_map(l, e, p, listen_fields, GW_ARRAY_LEN(listen_fields), lc))
             return -1;
+        if (snprintf(hp, sizeof hp, "%s.http2", p) >= (int)sizeof hp)
+            hp[0] = '\0';
+        if (lc->tls == NULL && lc->http2 == GW_H2_ON)
+            return fail(l, map_value(e, "http2"), hp,
+                        "on needs tls (HTTP/2 is chosen by ALPN); for cleartext HTTP/2 use "
+                        "prior_knowledge");
+        if (lc->tls != NULL && lc->http2 == GW_H2_PRIOR_KNOWLEDGE)
+            return fail(l, map_value(e, "http2"), hp,
+                        "prior_knowledge is for cleartext listeners; with tls use on (ALPN)");
     }
     /* Two sockets on one address would both bind under SO_REUSEPORT and split the traffic. */
     keys = arena_alloc(&l->arena, c->nlisten * sizeof *keys);
@@ -1311,6 +1413,21 @@ static int uwsgi_only(struct loader *l, const struct node *v, const char *path, 
     return parse_field(l, f, v, path, base);
 }
 
+static int parse_tls_client_headers(struct loader *l, const struct node *v, const char *path,
+                                    void *base)
+{
+    static const struct field f = {.key = "tls_client_headers",
+                                   .kind = F_BOOL,
+                                   AT(struct gw_upstream_conf, tls_client_headers)};
+    const struct gw_upstream_conf *u = base;
+
+    if (u->protocol != GW_PROTO_HTTP)
+        return fail(l, v, path,
+                    "tls_client_headers applies to http upstreams only (uwsgi and asgi get "
+                    "the TLS facts as SSL_* vars and the tls scope extension)");
+    return parse_field(l, &f, v, path, base);
+}
+
 static int parse_concurrency(struct loader *l, const struct node *v, const char *path, void *base)
 {
     static const struct field f = {.key = "concurrency",
@@ -1454,6 +1571,7 @@ static const struct field upstream_fields[] = {
     {.key = "queue", .kind = F_FN, .fn = parse_queue},
     {.key = "connections", .kind = F_FN, .fn = parse_connections},
     {.key = "ping", .kind = F_FN, .fn = parse_ping},
+    {.key = "tls_client_headers", .kind = F_FN, .fn = parse_tls_client_headers},
     {.key = "balance",
      .kind = F_ENUM,
      AT(struct gw_upstream_conf, balance),
@@ -2114,8 +2232,22 @@ static void config_free(struct gw_config *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->nlisten; i++)
+    for (size_t i = 0; i < c->nlisten; i++) {
+        struct gw_tls_conf *t = c->listen[i].tls;
+
         free(c->listen[i].address);
+        if (t == NULL)
+            continue;
+        if (t->ctx != NULL)
+            t->ctx_free(t->ctx);
+        for (size_t j = 0; j < t->ncerts; j++) {
+            free(t->certs[j].cert.path);
+            free(t->certs[j].key.path);
+        }
+        free(t->certs);
+        free(t->client_ca.path);
+        free(t);
+    }
     free(c->listen);
     free(c->admin.address);
     free(c->trusted);

@@ -20,6 +20,34 @@ enum gw_balance { GW_BALANCE_ROUND_ROBIN = 0, GW_BALANCE_LEAST_OUTSTANDING };
 /* A listener's http2: key. Unset means on with TLS (ALPN offers h2) and off without. */
 enum gw_h2_mode { GW_H2_UNSET = 0, GW_H2_OFF, GW_H2_ON, GW_H2_PRIOR_KNOWLEDGE };
 
+/* tls.client_verify. NONE: no client_ca (client certificates are not asked for). */
+enum gw_tls_verify { GW_TLS_VERIFY_NONE = 0, GW_TLS_VERIFY_REQUIRE, GW_TLS_VERIFY_OPTIONAL };
+
+/* A file named in tls:, with where it was written (for "file:line:column" messages of the
+ * gateway code that reads it: the loader itself never opens it). */
+struct gw_tls_file {
+    char *path;
+    size_t line, col;
+};
+
+/* A listener's tls: mapping. The loader only parses it; gateway/tls.c reads the files and
+ * builds |ctx| on the main thread after the load (gw_tls_load()), and the snapshot frees
+ * |ctx| through |ctx_free| (config/ does not depend on OpenSSL). */
+struct gw_tls_cert_conf {
+    struct gw_tls_file cert;      /* PEM chain: the certificate first */
+    struct gw_tls_file key;
+};
+
+struct gw_tls_conf {
+    struct gw_tls_cert_conf *certs; /* certificates: chosen by SNI, the first is the default */
+    size_t ncerts;
+    struct gw_tls_file client_ca; /* path NULL: client certificates are not asked for */
+    enum gw_tls_verify client_verify; /* require (the default with client_ca) or optional */
+    int session_tickets;          /* default true */
+    void *ctx;                    /* the built contexts (gateway/tls.c), NULL until built */
+    void (*ctx_free)(void *ctx);
+};
+
 struct gw_listen_conf {
     char *address;                /* as written, after ${VAR} expansion */
     struct sockaddr_storage addr; /* numeric IPv4/IPv6 address and port */
@@ -27,6 +55,8 @@ struct gw_listen_conf {
     int backlog;                  /* default 511 */
     enum gw_h2_mode http2;        /* http2: off, on (TLS: ALPN h2) or prior_knowledge (h2c:
                                      a client that opens with the HTTP/2 preface) */
+    struct gw_tls_conf *tls;      /* tls: NULL for a cleartext listener */
+    size_t line, col;             /* where the listener's mapping starts */
 };
 
 /* One upstream server: "host:port", "[v6]:port" or "unix:/path". */
@@ -69,6 +99,8 @@ struct gw_upstream_conf {
                                      worker thread, 4 */
     uint64_t ping_interval_ms;    /* ping.interval (asgi): PING a connection idle this long, 10s */
     uint64_t ping_timeout_ms;     /* ping.timeout (asgi): an unanswered PING kills it, 5s */
+    int tls_client_headers;       /* tls_client_headers (http): send X-SSL-Client-Verify,
+                                     -S-DN and -Cert of a TLS client; default false */
     size_t index;                 /* position in gw_config.upstreams */
 };
 

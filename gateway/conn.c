@@ -13,6 +13,8 @@
 #include "gateway/exchange.h"
 #include "gateway/h2.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "gateway/tls.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
 
@@ -30,6 +32,7 @@ static void conn_free(struct gw_conn *c)
         gw_h2_free(c);
     gw_h1_free(c);
     gw_stream_close(&c->st);
+    free((void *)(uintptr_t)c->client.tls); /* owned here, lent to the exchanges */
     if (c->timer != NULL)
         event_free(c->timer);
     gw_worker_conn_removed(c->w, c);
@@ -95,7 +98,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     c->deadline_ms = 0;
     gw_conn_enter(c);
-    if (c->lingering)
+    if (c->tls_hs) {
+        gw_m_add(&c->w->metrics->tls_handshake_failures, 1);
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "TLS handshake timed out (timeouts.header)");
+        gw_conn_close(c);
+    } else if (c->lingering)
         gw_conn_close(c);
     else if (c->h2 != NULL)
         gw_h2_on_deadline(c);
@@ -116,7 +123,7 @@ void gw_conn_flush_soon(struct gw_conn *c)
 static void start_linger(struct gw_conn *c)
 {
     c->lingering = 1;
-    shutdown(c->st.fd, SHUT_WR);
+    gw_stream_shutdown_write(&c->st); /* a TLS close_notify first */
     gw_stream_read(&c->st, 1);
     gw_conn_set_deadline(c, gw_now_ms() + LINGER_MS);
 }
@@ -177,11 +184,39 @@ static void on_drain(struct gw_stream *s, void *arg)
     gw_conn_leave(c);
 }
 
+/* The TLS handshake ended: start the session ALPN chose, or close. */
+static void on_tls_handshake(struct gw_conn *c, enum gw_stream_what what)
+{
+    char reason[256];
+
+    c->tls_hs = 0;
+    if (what == GW_STREAM_TLS_FAILED) {
+        gw_m_add(&c->w->metrics->tls_handshake_failures, 1);
+        if (c->st.err != 0)
+            snprintf(reason, sizeof reason, "%s", strerror(c->st.err));
+        gw_tls_error(reason, sizeof reason,
+                     c->st.err != 0 ? reason : "connection closed by the client");
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "TLS handshake failed: %s", reason);
+        gw_conn_close(c);
+        return;
+    }
+    gw_m_add(&c->w->metrics->tls_handshakes, 1);
+    c->client.tls = gw_tls_info_new(c->st.ssl);
+    gw_conn_set_deadline(c, 0);
+    gw_conn_start_session(c, gw_tls_alpn_h2(c->st.ssl));
+}
+
 static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
 {
     struct gw_conn *c = arg;
 
     (void)s;
+    if (what == GW_STREAM_TLS_DONE || what == GW_STREAM_TLS_FAILED) {
+        gw_conn_enter(c);
+        on_tls_handshake(c, what);
+        gw_conn_leave(c);
+        return;
+    }
     if (what == GW_STREAM_EOF && c->write_then_linger) {
         /* The client half-closed; still deliver the response we are writing. */
         gw_stream_read(&c->st, 0);
@@ -212,10 +247,13 @@ void gw_conn_adopt_snapshot(struct gw_conn *c)
 {
     struct gw_wsnap *old = c->snap;
 
+    const struct gw_tls_info *tls = c->client.tls;
+
     c->snap = gw_wsnap_ref(c->w->snap);
     gw_wsnap_unref(old);
     /* trusted_proxies and the send timeout may have changed with it. */
     gw_client_init(&c->client, &c->peer.sa, c->snap->cfg);
+    c->client.tls = tls;
     gw_stream_set_write_timeout(&c->st, c->snap->cfg->timeouts.send_ms);
 }
 
@@ -301,6 +339,20 @@ struct gw_conn *gw_conn_new(struct gw_worker *w, int fd, const struct sockaddr *
      * send while the next ones are fetched, instead of idling a round trip each time. */
     c->st.lowat = GW_BODY_HIWAT / 2;
     gw_worker_conn_added(w, c);
+    if (lc->tls != NULL && lc->tls->ctx != NULL) {
+        /* The handshake runs under timeouts.header; on_tls_handshake() starts the session. */
+        struct ssl_st *ssl = gw_tls_new_ssl(lc);
+
+        if (ssl == NULL || gw_stream_start_tls(&c->st, ssl) != 0) {
+            gw_log_ctx(GW_LOG_ERROR, c->log_ctx, "cannot set up TLS: out of memory");
+            gw_conn_close(c);
+            return NULL;
+        }
+        c->tls_hs = 1;
+        gw_stream_read(&c->st, 1);
+        gw_conn_set_deadline(c, gw_now_ms() + c->snap->cfg->timeouts.header_ms);
+        return c;
+    }
     c->h2_sniff = lc->http2 == GW_H2_PRIOR_KNOWLEDGE;
     gw_conn_start_session(c, 0);
     return c;

@@ -45,6 +45,7 @@ struct gw_conn {
     unsigned write_then_linger : 1;   /* last response still being written, then linger */
     unsigned flush_pending : 1;       /* in the worker's flush list, holding a guard */
     unsigned h2_sniff : 1;            /* h2c by prior knowledge: the first bytes decide */
+    unsigned tls_hs : 1;              /* TLS handshake in progress: no session yet */
     struct gw_h2 *h2;                 /* the HTTP/2 session (owned) once started, else NULL:
                                          then |h1| runs the connection */
     struct gw_h1 h1;

@@ -282,7 +282,7 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
                                     const char *log_ctx, const struct gw_downstream_ops *down,
                                     void *down_ctx)
 {
-    static const char scheme[] = "http";
+    const char *scheme = client->tls != NULL ? "https" : "http";
     /* One block: the struct, the request copy (its header array first, aligned by the
      * struct's size), the forwarding values, and room for a prefix-stripped path. A WebSocket
      * handshake's copy is a block of its own, freed after the 101 (gw_exchange_ws_compact())
@@ -310,6 +310,7 @@ struct gw_exchange *gw_exchange_new(struct gw_worker *w, struct gw_wsnap *snap,
     x->cfg = snap->cfg;
     x->log_ctx = log_ctx;
     x->scheme = scheme;
+    x->tls = client->tls;
     x->down = down;
     x->down_ctx = down_ctx;
     copy_request(&x->req, r, &cur);
@@ -445,6 +446,7 @@ struct gw_exchange *gw_exchange_new_call(const struct gw_call *call, struct evbu
     x->request_id = call->fwd->request_id;
     x->log_ctx = call->log_ctx;
     x->scheme = call->scheme;
+    x->tls = call->tls;
     x->down = down;
     x->down_ctx = down_ctx;
     x->req_body = evbuffer_new();
@@ -590,6 +592,28 @@ void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *rea
         x->up_end_ms = gw_now_ms();
 }
 
+int gw_resp_is_event_stream(const struct gw_resp *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        struct gw_slice v = r->headers[i].value;
+
+        if (!GW_SLICE_EQ_LIT(r->headers[i].name, "Content-Type"))
+            continue;
+        if (v.len > 17)
+            v.len = v.p[17] == ';' || v.p[17] == ' ' || v.p[17] == '\t' ? 17 : v.len;
+        return GW_SLICE_EQ_LIT(v, "text/event-stream");
+    }
+    return 0;
+}
+
+int gw_ws_own_field(struct gw_slice name)
+{
+    return h1_is_hop_by_hop(name) || GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Accept") ||
+           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Protocol") ||
+           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Extensions") ||
+           GW_SLICE_EQ_LIT(name, "Content-Length");
+}
+
 struct gw_slice gw_exchange_client_addr(const struct gw_exchange *x, int *peer)
 {
     struct gw_slice addr = x->fwd->client_ip;
@@ -619,8 +643,12 @@ int gw_exchange_drop_header(const struct gw_exchange *x, struct gw_slice name)
         return 1;
     switch (name.p[0] | 0x20) {
     case 'x':
-        if (GW_SLICE_EQ_LIT(name, "X-Forwarded-For") || GW_SLICE_EQ_LIT(name, "X-Forwarded-Proto") ||
+        if (GW_SLICE_EQ_LIT(name, "X-Forwarded-For") ||
+            GW_SLICE_EQ_LIT(name, "X-Forwarded-Proto") ||
             GW_SLICE_EQ_LIT(name, "X-Forwarded-Host") || GW_SLICE_EQ_LIT(name, "X-Request-Id"))
+            return 1;
+        /* The gateway's own TLS facts (tls_client_headers): never the client's word. */
+        if (name.len >= 13 && gw_slice_eq_ci((struct gw_slice){name.p, 13}, "X-SSL-Client-", 13))
             return 1;
         break;
     case 'f':
@@ -667,6 +695,9 @@ void gw_exchange_free(struct gw_exchange *x)
         r.method = x->req.method;
         r.target = x->req.target;
         r.host = x->req.host;
+        r.protocol = x->req.h2      ? (struct gw_slice){"HTTP/2.0", 8}
+                     : x->req.minor ? (struct gw_slice){"HTTP/1.1", 8}
+                                    : (struct gw_slice){"HTTP/1.0", 8};
         r.status = x->head_sent ? x->status : 0;
         r.bytes_in = x->bytes_in;
         r.bytes_out = x->bytes_out;

@@ -17,6 +17,7 @@
 #include "gateway/ws_codec.h"
 
 struct gw_exchange;
+struct gw_tls_info;
 struct gw_worker;
 struct gw_wsnap;
 
@@ -31,7 +32,8 @@ struct gw_req {
     struct gw_slice target;      /* as the client sent it (for the log) */
     struct gw_slice path;        /* path to send upstream: origin-form, prefix stripped */
     struct gw_slice host;        /* authority (Host or absolute-form), maybe with :port */
-    int minor;                   /* client's HTTP/1.<minor> */
+    int minor;                   /* client's HTTP/1.<minor> (1 for HTTP/2) */
+    int h2;                      /* the client speaks HTTP/2 */
     struct h1_header *headers;   /* every field the client sent, in order (hop-by-hop too) */
     size_t nheaders;
     struct gw_slice connection;  /* value of the Connection field(s), joined; empty if none */
@@ -51,9 +53,11 @@ struct gw_client {
     uint8_t ipv6;                /* |ip| is an IPv6 literal (bracketed in Forwarded) */
     uint8_t trusted;             /* in the snapshot's trusted_proxies */
     uint16_t port;               /* the peer's port; 0 when not IP */
+    const struct gw_tls_info *tls; /* the TLS handshake's facts (gateway/tls.h), owned by the
+                                      connection; NULL on a cleartext one */
 };
 
-/* Fills |cl| for the peer address |sa| under the configuration |cfg|. */
+/* Fills |cl| for the peer address |sa| under the configuration |cfg|; cl->tls is NULL. */
 void gw_client_init(struct gw_client *cl, const struct sockaddr *sa, const struct gw_config *cfg);
 
 /* The forwarding facts computed once per exchange from the client and trusted_proxies. Their
@@ -158,6 +162,8 @@ struct gw_exchange {
     struct gw_slice request_id;            /* fwd->request_id, kept for the access log */
     const char *log_ctx;                   /* "conn=N peer=ADDR", borrowed */
     const char *scheme;                    /* "http" or "https" */
+    const struct gw_tls_info *tls;         /* the client's TLS facts (gateway/tls.h), borrowed
+                                              from its connection; NULL without TLS */
 
     struct evbuffer *req_body;             /* decoded request body not yet taken upstream;
                                               NULL when the request has no body */
@@ -221,6 +227,7 @@ struct gw_call {
     const struct gw_forwarded *fwd;
     const char *log_ctx;
     const char *scheme;
+    const struct gw_tls_info *tls;
 };
 
 /* Creates an exchange for a call described by |call|, with no client behind it and no access
@@ -289,6 +296,15 @@ int gw_exchange_ws_message(struct gw_exchange *x, unsigned flags, const uint8_t 
 /* Downstream: the client closed the WebSocket (see gw_upstream_ops.ws_close). Detaches the
  * upstream. */
 void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *reason, size_t n);
+
+/* Returns 1 when the response head |r| says Content-Type: text/event-stream (parameters
+ * allowed). */
+int gw_resp_is_event_stream(const struct gw_resp *r);
+
+/* Returns 1 for a field of an upstream's WebSocket answer that the downstream writes itself
+ * (the accept key, subprotocol, extensions) or that does not go to the client (hop-by-hop,
+ * Content-Length). */
+int gw_ws_own_field(struct gw_slice name);
 
 /* Returns 1 when the client header |name| must not be forwarded upstream: hop-by-hop, named in
  * the Connection field, or an X-Forwarded-*, Forwarded or X-Request-Id field that the gateway

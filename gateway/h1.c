@@ -598,21 +598,6 @@ void gw_h1_drain(struct gw_conn *c)
 
 /* --- the exchange's downstream side --- */
 
-/* Returns 1 when the head says Content-Type: text/event-stream (parameters allowed). */
-static int is_event_stream(const struct gw_resp *r)
-{
-    for (size_t i = 0; i < r->nheaders; i++) {
-        struct gw_slice v = r->headers[i].value;
-
-        if (!GW_SLICE_EQ_LIT(r->headers[i].name, "Content-Type"))
-            continue;
-        if (v.len > 17)
-            v.len = v.p[17] == ';' || v.p[17] == ' ' || v.p[17] == '\t' ? 17 : v.len;
-        return GW_SLICE_EQ_LIT(v, "text/event-stream");
-    }
-    return 0;
-}
-
 static void tunnel_head(struct gw_exchange *x, const struct gw_resp *r);
 
 static void down_head(struct gw_exchange *x, const struct gw_resp *r)
@@ -639,8 +624,8 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
             h->resp_close = 1, h->keep_alive = 0;
     }
     /* A length-delimited body leaves no room for extra bytes. */
-    if (r->content_length < 0 && r->has_body && !h->head_request && is_event_stream(r) &&
-        !x->sse) {
+    if (r->content_length < 0 && r->has_body && !h->head_request &&
+        gw_resp_is_event_stream(r) && !x->sse) {
         x->sse = 1;
         gw_m_gauge(&c->w->metrics->sse_streams, 1);
     }
@@ -999,15 +984,6 @@ static void add_field(struct evbuffer *out, const char *name, size_t nlen, const
     evbuffer_add(out, "\r\n", 2);
 }
 
-/* Fields of the 101 that the gateway writes itself; an upstream's copy is dropped. */
-static int ws_own_field(struct gw_slice name)
-{
-    return h1_is_hop_by_hop(name) || GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Accept") ||
-           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Protocol") ||
-           GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Extensions") ||
-           GW_SLICE_EQ_LIT(name, "Content-Length");
-}
-
 static void down_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
                            const struct h1_header *h, size_t n)
 {
@@ -1027,7 +1003,7 @@ static void down_ws_accept(struct gw_exchange *x, struct gw_slice subprotocol,
     if (x->ws_hs.deflate && (elen = ws_pmd_response(&x->ws_hs.pmd, ext, sizeof ext)) > 0)
         add_field(out, "Sec-WebSocket-Extensions", 24, ext, elen);
     for (size_t i = 0; i < n; i++)
-        if (!ws_own_field(h[i].name))
+        if (!gw_ws_own_field(h[i].name))
             add_field(out, h[i].name.p, h[i].name.len, h[i].value.p, h[i].value.len);
     evbuffer_add(out, "\r\n", 2);
     x->status = 101;

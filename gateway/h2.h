@@ -28,4 +28,11 @@ void gw_h2_free(struct gw_conn *c);
 /* The worker drains: GOAWAY, let the open streams finish, then close. */
 void gw_h2_drain(struct gw_conn *c);
 
+/* The configuration was reloaded: GOAWAY, so that the client's next streams go to a new
+ * connection (new certificates, listener settings); the open ones finish. */
+void gw_h2_reloaded(struct gw_conn *c);
+
+/* Frames and writes what the streams have (the worker's deferred flush of |c|). */
+void gw_h2_flush(struct gw_conn *c);
+
 #endif

@@ -271,12 +271,13 @@ static const char hex_digits[] = "0123456789abcdef";
     "\"request_id\":}\n"
 #define JSON_ERROR_KEY ",\"error\":"
 #define JSON_QUEUE_KEY ",\"queue_ms\":"
+#define JSON_PROTOCOL_KEY ",\"protocol\":"
 /* Bytes a record needs besides its string contents: the skeleton, the optional keys, the
- * quotes of 8 strings, the time, status (an int), two uint64 counters, three
+ * quotes of 9 strings, the time, status (an int), two uint64 counters, three
  * "<uint64/1000>.ddd". */
 #define JSON_FIXED_MAX                                                                             \
-    (sizeof JSON_SKELETON - 1 + sizeof JSON_ERROR_KEY - 1 + sizeof JSON_QUEUE_KEY - 1 + 8 * 2 +   \
-     TIME_LEN + 11 + 2 * 20 + 3 * 21)
+    (sizeof JSON_SKELETON - 1 + sizeof JSON_ERROR_KEY - 1 + sizeof JSON_QUEUE_KEY - 1 +          \
+     sizeof JSON_PROTOCOL_KEY - 1 + 9 * 2 + TIME_LEN + 11 + 2 * 20 + 3 * 21)
 /* An escaped byte takes at most 6 bytes ("\u00XX"). */
 #define JSON_ESC_MAX 6
 
@@ -386,6 +387,10 @@ static size_t format_json(char *out, const struct gw_access_rec *r)
     p = put_json_str(p, r->target);
     p = PUT_LIT(p, ",\"host\":");
     p = put_json_str(p, r->host);
+    if (r->protocol.len > 0) {
+        p = PUT_LIT(p, JSON_PROTOCOL_KEY);
+        p = put_json_str(p, r->protocol);
+    }
     p = PUT_LIT(p, ",\"status\":");
     p = put_status(p, r->status);
     p = PUT_LIT(p, ",\"bytes_in\":");
@@ -422,6 +427,7 @@ static size_t access_json_bound(const struct gw_access_rec *r)
 {
     return JSON_FIXED_MAX +
            JSON_ESC_MAX * (r->client.len + r->method.len + r->target.len + r->host.len +
+                           r->protocol.len +
                            r->route.len + r->server.len + r->request_id.len + r->error.len);
 }
 

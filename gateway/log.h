@@ -41,6 +41,7 @@ struct gw_access_rec {
     struct gw_slice method;
     struct gw_slice target;    /* as the client sent it */
     struct gw_slice host;
+    struct gw_slice protocol;  /* "HTTP/1.1", "HTTP/2.0"; empty: key left out */
     int status;                /* 0 when no response was sent */
     uint64_t bytes_in;         /* request bytes from the client, head included */
     uint64_t bytes_out;        /* response bytes to the client, head included */
@@ -55,7 +56,8 @@ struct gw_access_rec {
 
 /* Formats |r| as one JSON object and a '\n' into |out| (|cap| bytes). Strings are escaped
  * (quotes, backslashes, control and non-ASCII bytes as \u00XX). Returns the length, or 0 when
- * |cap| is too small. Keys: time, client, method, target, host, status, bytes_in, bytes_out,
+ * |cap| is too small. Keys: time, client, method, target, host, protocol (only when set),
+ * status, bytes_in, bytes_out,
  * duration_ms, upstream, server, upstream_ms (null when -1), queue_ms (only when >= 0),
  * request_id, error (only if set). */
 size_t gw_access_format_json(char *out, size_t cap, const struct gw_access_rec *r);

@@ -14,6 +14,7 @@
 #include "gateway/admin.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/tls.h"
 #include "gateway/util.h"
 #include "gateway/worker.h"
 
@@ -86,6 +87,12 @@ static void reload(struct gw_main *m)
     m->mm.reloads_failed++;
     if (gw_config_load_file(m->config_path, &cfg, err, sizeof err) != 0) {
         gw_log_error("reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    /* Certificates are read again: the new snapshot carries new contexts. */
+    if (gw_tls_load(cfg, err, sizeof err) != 0) {
+        gw_log_error("reload refused, keeping the running configuration: %s", err);
+        gw_config_unref(cfg);
         return;
     }
     if ((cfg->admin.address == NULL) != (m->cfg->admin.address == NULL) ||
@@ -332,8 +339,10 @@ int main(int argc, char **argv)
     }
     if (healthcheck)
         return healthcheck_main(m.config_path, health_url);
-    if (gw_config_load_file(m.config_path, &m.cfg, err, sizeof err) != 0) {
+    if (gw_config_load_file(m.config_path, &m.cfg, err, sizeof err) != 0 ||
+        gw_tls_load(m.cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
+        gw_config_unref(m.cfg);
         return 1;
     }
     if (check) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gateway/gate.h"
+#include "gateway/h2_codec.h"
 #include "gateway/util.h"
 
 static const uint64_t bucket_us[GW_M_BUCKETS] = {
@@ -297,12 +298,25 @@ char *gw_metrics_render(struct gw_metrics *const *w, size_t n, const struct gw_c
     put(&o, "# HELP gatehouse_connections Open client connections, by protocol.\n"
             "# TYPE gatehouse_connections gauge\n"
             "gatehouse_connections{protocol=\"http1\"} %" PRId64 "\n"
+            "gatehouse_connections{protocol=\"h2\"} %" PRId64 "\n"
             "# HELP gatehouse_websockets Open WebSockets.\n# TYPE gatehouse_websockets gauge\n"
             "gatehouse_websockets %" PRId64 "\n"
             "# HELP gatehouse_sse_streams Open Server-Sent Events responses.\n"
             "# TYPE gatehouse_sse_streams gauge\ngatehouse_sse_streams %" PRId64 "\n",
-        gauge(w, n, OFF(connections_http1)), gauge(w, n, OFF(websockets)),
+        gauge(w, n, OFF(connections_http1)), gauge(w, n, OFF(connections_h2)),
+        gauge(w, n, OFF(websockets)),
         gauge(w, n, OFF(sse_streams)));
+    put(&o, "# HELP gatehouse_tls_handshakes_total TLS handshakes completed.\n"
+            "# TYPE gatehouse_tls_handshakes_total counter\ngatehouse_tls_handshakes_total %" PRIu64
+            "\n# HELP gatehouse_tls_handshake_failures_total TLS handshakes failed or timed "
+            "out.\n# TYPE gatehouse_tls_handshake_failures_total counter\n"
+            "gatehouse_tls_handshake_failures_total %" PRIu64 "\n",
+        sum(w, n, OFF(tls_handshakes)), sum(w, n, OFF(tls_handshake_failures)));
+    put(&o, "# HELP gatehouse_http2_protections_total HTTP/2 connections ended by a flood "
+            "protection, by kind.\n# TYPE gatehouse_http2_protections_total counter\n");
+    for (unsigned k = 0; k < H2C_P_COUNT; k++)
+        put(&o, "gatehouse_http2_protections_total{kind=\"%s\"} %" PRIu64 "\n",
+            gw_h2c_protect_name(k), sum(w, n, OFF(h2_protect[k])));
     put(&o, "# HELP gatehouse_config_reloads_total Configuration reloads (SIGHUP), by result.\n"
             "# TYPE gatehouse_config_reloads_total counter\n"
             "gatehouse_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"

@@ -33,8 +33,10 @@ struct gw_metrics {
     gw_gauge inflight[GW_M_UPSTREAMS];            /* exchanges an upstream driver holds */
     gw_counter queue_wait[GW_M_UPSTREAMS][GW_M_BUCKETS + 1];
     gw_counter queue_wait_sum_us[GW_M_UPSTREAMS];
-    gw_gauge connections_http1;
+    gw_gauge connections_http1, connections_h2;
+    gw_counter h2_protect[8];                     /* by enum h2c_protect (gateway/h2_codec.h) */
     gw_gauge websockets, sse_streams;
+    gw_counter tls_handshakes, tls_handshake_failures; /* finished / failed (timeouts too) */
 };
 
 /* Single-writer updates (the owning worker thread only). */

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "gateway/log.h"
 #include "gateway/util.h"
@@ -124,16 +126,233 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
     s->on_event(s, GW_STREAM_READ_TIMEOUT, s->arg);
 }
 
+/* ---- TLS: SSL_read/SSL_write in place of read(2)/write(2) ---- */
+
+/* The largest TLS record's payload: what one SSL_write makes a record of. */
+#define TLS_RECORD 16384
+
+static void tls_handshake(struct gw_stream *s)
+{
+    int r, e;
+
+    ERR_clear_error();
+    r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->tls_hs = 0;
+        disarm_write(s);
+        /* Bytes that came with the last flight may sit decrypted in OpenSSL already. */
+        if (SSL_has_pending(s->ssl))
+            event_active(s->rev, EV_READ, 1);
+        s->on_event(s, GW_STREAM_TLS_DONE, s->arg);
+        return;
+    }
+    e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        disarm_write(s);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        arm_write(s);
+        return;
+    }
+    s->tls_dead = 1;
+    s->err = e == SSL_ERROR_SYSCALL ? errno : 0;
+    disarm_write(s);
+    s->on_event(s, GW_STREAM_TLS_FAILED, s->arg);
+}
+
+/* Reads records until the socket has no more or |read_size| bytes came; what OpenSSL still
+ * holds decrypted makes no fd readiness, so the read event is activated for it. */
+static void tls_read(struct gw_stream *s)
+{
+    struct evbuffer_iovec v;
+    size_t got = 0;
+    int n = 0, e = SSL_ERROR_NONE;
+
+    if (s->tls_rd_end != 0) {
+        s->on_event(s, (enum gw_stream_what)s->tls_rd_end, s->arg);
+        return;
+    }
+    while (got < s->read_size) {
+        if (evbuffer_reserve_space(s->in, TLS_RECORD, &v, 1) < 1) {
+            s->on_event(s, GW_STREAM_ERROR, s->arg);
+            return;
+        }
+        ERR_clear_error();
+        n = SSL_read(s->ssl, v.iov_base, (int)(v.iov_len < TLS_RECORD ? v.iov_len : TLS_RECORD));
+        if (n <= 0) {
+            e = SSL_get_error(s->ssl, n);
+            break;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(s->in, &v, 1);
+        got += (size_t)n;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        /* Rare (a key update's answer): stop reading until the socket takes bytes. */
+        s->tls_read_blocked = 1;
+        if (s->reading)
+            event_del(s->rev);
+        arm_write(s);
+    } else if (e == SSL_ERROR_NONE && SSL_has_pending(s->ssl)) {
+        event_active(s->rev, EV_READ, 1);
+    } else if (e == SSL_ERROR_ZERO_RETURN) {
+        s->tls_rd_end = GW_STREAM_EOF;
+    } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_SSL) {
+        s->tls_dead = 1;
+        s->err = e == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
+        ERR_clear_error();
+        s->tls_rd_end = GW_STREAM_ERROR;
+    }
+    if (got > 0) {
+        /* The end came with the bytes (a request and its close_notify in one segment): the
+         * socket may never be readable again, so the next read turn reports it. */
+        if (s->tls_rd_end != 0)
+            event_active(s->rev, EV_READ, 1);
+        s->on_read(s, s->arg); /* may free |s|: nothing after it */
+        return;
+    }
+    if (s->tls_rd_end != 0)
+        s->on_event(s, (enum gw_stream_what)s->tls_rd_end, s->arg);
+}
+
+/* Writes |out| through SSL_write as far as the socket takes it. Returns 0, or -1 with s->err
+ * set on an error. */
+static int tls_write(struct gw_stream *s)
+{
+    size_t left;
+
+    s->tls_write_blocked = 0;
+    while ((left = evbuffer_get_length(s->out)) > 0) {
+        size_t chunk = left < TLS_RECORD ? left : TLS_RECORD;
+        unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)chunk);
+        int n, e;
+
+        if (p == NULL) {
+            s->err = ENOMEM;
+            return -1;
+        }
+        ERR_clear_error();
+        n = SSL_write(s->ssl, p, (int)chunk);
+        if (n > 0) {
+            evbuffer_drain(s->out, (size_t)n);
+            continue;
+        }
+        e = SSL_get_error(s->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        if (e == SSL_ERROR_WANT_READ) {
+            s->tls_write_blocked = 1;
+            return 0;
+        }
+        s->tls_dead = 1;
+        s->err = e == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPIPE;
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+/* SSL_write wants the socket readable (tls_write_blocked): the read event, armed whatever
+ * |reading| says and timed by the write timeout, resumes the write. */
+static void tls_wait_read_for_write(struct gw_stream *s)
+{
+    disarm_write(s);
+    event_add(s->rev, s->has_write_tv ? &s->write_tv : NULL);
+}
+
+/* The blocked write went through: the read event back as |reading| wants it, untimed. */
+static void tls_write_unblocked(struct gw_stream *s)
+{
+    if (s->reading && !s->tls_read_blocked)
+        event_remove_timer(s->rev);
+    else
+        event_del(s->rev);
+}
+
+static void tls_on_readable(struct gw_stream *s, short what)
+{
+    int drained = 0;
+
+    if (s->tls_hs) {
+        tls_handshake(s);
+        return;
+    }
+    if (s->tls_write_blocked) {
+        if (what & EV_TIMEOUT) {
+            s->on_event(s, GW_STREAM_WRITE_TIMEOUT, s->arg);
+            return;
+        }
+        if (tls_write(s) != 0) {
+            tls_write_unblocked(s);
+            fail_later(s, s->err);
+            return;
+        }
+        if (s->tls_write_blocked) {
+            tls_wait_read_for_write(s);
+        } else {
+            tls_write_unblocked(s);
+            if (evbuffer_get_length(s->out) > 0)
+                arm_write(s);
+            drained = evbuffer_get_length(s->out) <= s->lowat && s->on_drain != NULL;
+        }
+    }
+    /* An activation for pending bytes may come after reading was turned off. */
+    if (s->reading && !s->tls_read_blocked) {
+        if (!drained) {
+            tls_read(s); /* may free |s| */
+            return;
+        }
+        event_active(s->rev, EV_READ, 1); /* the read on the next turn: on_drain first */
+    }
+    if (drained)
+        s->on_drain(s, s->arg); /* may free |s|: nothing after it */
+}
+
+int gw_stream_start_tls(struct gw_stream *s, SSL *ssl)
+{
+    if (SSL_set_fd(ssl, s->fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return GW_E_NOMEM;
+    }
+    SSL_set_accept_state(ssl);
+    s->ssl = ssl;
+    s->tls_hs = 1;
+    s->small_reads = 0;
+    return 0;
+}
+
+static void tls_close_notify(struct gw_stream *s)
+{
+    if (s->ssl == NULL || s->tls_dead || SSL_in_init(s->ssl))
+        return;
+    /* One call sends close_notify; waiting for the peer's would cost a round trip. */
+    ERR_clear_error();
+    SSL_shutdown(s->ssl);
+    ERR_clear_error();
+    s->tls_dead = 1; /* sent once */
+}
+
+void gw_stream_shutdown_write(struct gw_stream *s)
+{
+    tls_close_notify(s);
+    shutdown(s->fd, SHUT_WR);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_stream *s = arg;
     struct evbuffer_iovec v;
     ssize_t n;
 
-    (void)what;
     /* Any readiness restarts the clock; the timer itself is left alone. */
     if (s->read_deadline_ms != 0)
         s->read_deadline_ms = gw_now_ms() + s->read_ms;
+    if (s->ssl != NULL) {
+        tls_on_readable(s, what);
+        return;
+    }
     /* One read per readiness: with level-triggered epoll, bytes left behind are reported
      * again, so a read that would only return EAGAIN is never made. */
     if (s->small_reads) {
@@ -207,8 +426,28 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         s->on_event(s, GW_STREAM_CONNECTED, s->arg);
         return;
     }
-    if (evbuffer_get_length(s->out) > 0 && evbuffer_write(s->out, fd) < 0 && errno != EAGAIN &&
-        errno != EINTR) {
+    if (s->ssl != NULL) {
+        if (s->tls_hs) {
+            tls_handshake(s);
+            return;
+        }
+        if (s->tls_read_blocked) {
+            s->tls_read_blocked = 0;
+            if (s->reading)
+                event_add(s->rev, NULL);
+            event_active(s->rev, EV_READ, 1);
+        }
+        if (tls_write(s) != 0) {
+            disarm_write(s);
+            s->on_event(s, GW_STREAM_ERROR, s->arg);
+            return;
+        }
+        if (s->tls_write_blocked) {
+            tls_wait_read_for_write(s); /* the read event resumes the write */
+            return;
+        }
+    } else if (evbuffer_get_length(s->out) > 0 && evbuffer_write(s->out, fd) < 0 &&
+               errno != EAGAIN && errno != EINTR) {
         s->err = errno;
         disarm_write(s);
         s->on_event(s, GW_STREAM_ERROR, s->arg);
@@ -347,11 +586,21 @@ int gw_stream_connect_now(struct gw_stream *s, struct event_base *base,
 void gw_stream_read(struct gw_stream *s, int on)
 {
     if (on && !s->reading) {
-        event_add(s->rev, NULL);
         s->reading = 1;
+        if (s->ssl == NULL) {
+            event_add(s->rev, NULL);
+        } else if (!s->tls_read_blocked) {
+            event_add(s->rev, NULL); /* keeps the timer of a blocked write */
+            /* Decrypted bytes, or an end already read, make no fd readiness. */
+            if (SSL_has_pending(s->ssl) || s->tls_rd_end != 0)
+                event_active(s->rev, EV_READ, 1);
+        }
         restart_read_clock(s);
     } else if (!on && s->reading) {
-        event_del(s->rev);
+        /* An activation for pending TLS bytes goes too; a blocked TLS write keeps the
+         * event armed (tls_on_readable reads nothing while |reading| is off). */
+        if (s->ssl == NULL || !s->tls_write_blocked)
+            event_del(s->rev);
         s->reading = 0;
         s->read_deadline_ms = 0; /* an armed timer then finds nothing to do */
     }
@@ -367,6 +616,13 @@ void gw_stream_set_write_timeout(struct gw_stream *s, uint64_t ms)
 {
     s->has_write_tv = ms > 0;
     ms_to_tv(ms, &s->write_tv);
+    if (s->ssl != NULL && s->tls_write_blocked) {
+        if (s->has_write_tv)
+            event_add(s->rev, &s->write_tv);
+        else
+            event_remove_timer(s->rev);
+        return;
+    }
     if (!s->writing || s->connecting)
         return;
     if (s->has_write_tv)
@@ -379,7 +635,22 @@ void gw_stream_flush(struct gw_stream *s)
 {
     if (s->connecting || s->failed || evbuffer_get_length(s->out) == 0)
         return;
-    if (evbuffer_write(s->out, s->fd) < 0 && errno != EAGAIN && errno != EINTR) {
+    if (s->ssl != NULL) {
+        if (s->tls_write_blocked)
+            return; /* the read event resumes the write */
+        if (s->tls_hs || s->tls_read_blocked) {
+            arm_write(s);
+            return;
+        }
+        if (tls_write(s) != 0) {
+            fail_later(s, s->err);
+            return;
+        }
+        if (s->tls_write_blocked) {
+            tls_wait_read_for_write(s);
+            return;
+        }
+    } else if (evbuffer_write(s->out, s->fd) < 0 && errno != EAGAIN && errno != EINTR) {
         fail_later(s, errno);
         return;
     }
@@ -410,9 +681,13 @@ void gw_stream_park(struct gw_stream *s)
     }
     if (s->fd < 0)
         return; /* parked already */
+    if (s->ssl != NULL) {
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+    }
     /* Only what may be pending: an event_del() costs even when there is nothing to remove.
      * |wev| may carry an activation (a pending error, an owed drain) without |writing|. */
-    if (s->reading)
+    if (s->reading || s->tls_write_blocked)
         event_del(s->rev);
     if (s->wev != NULL)
         event_del(s->wev);
@@ -436,6 +711,10 @@ void gw_stream_close(struct gw_stream *s)
     /* rev is set by every successful setup: a zeroed stream owns no fd (fd 0 is not ours). */
     if (s->rev == NULL && s->wev == NULL && s->tev == NULL && s->in == NULL && s->out == NULL)
         return;
+    if (s->ssl != NULL) {
+        tls_close_notify(s);
+        SSL_free(s->ssl); /* before close(): the SSL's BIO writes to the fd */
+    }
     if (s->rev != NULL)
         event_free(s->rev);
     if (s->wev != NULL)

@@ -22,7 +22,12 @@ enum gw_stream_what {
     GW_STREAM_READ_TIMEOUT = 3,  /* no byte read within the read timeout */
     GW_STREAM_WRITE_TIMEOUT = 4, /* the peer took no byte within the write timeout */
     GW_STREAM_CONNECTED = 5,     /* gw_stream_connect() finished */
+    GW_STREAM_TLS_DONE = 6,      /* the TLS handshake finished (gw_stream_start_tls()) */
+    GW_STREAM_TLS_FAILED = 7,    /* the TLS handshake failed: the reason is in this thread's
+                                    OpenSSL error queue (gw_tls_error()), or |err| */
 };
+
+struct ssl_st;
 
 struct gw_stream;
 typedef void gw_stream_cb(struct gw_stream *s, void *arg);
@@ -56,12 +61,30 @@ struct gw_stream {
     unsigned has_write_tv : 1;
     unsigned failed : 1;          /* an error is pending delivery */
     unsigned small_reads : 1;     /* the last read was small: read the next via the stack */
+    unsigned tls_hs : 1;          /* TLS handshake in progress */
+    unsigned tls_read_blocked : 1; /* SSL_read wants the socket writable first */
+    unsigned tls_write_blocked : 1; /* SSL_write wants the socket readable first */
+    unsigned tls_dead : 1;        /* a fatal TLS error: no close_notify */
+    unsigned tls_rd_end : 2;      /* the read side ended (GW_STREAM_EOF or _ERROR): reported
+                                     on every read turn, as a socket's EOF stays readable */
+    struct ssl_st *ssl;           /* NULL: plain read(2)/write(2) */
 };
 
 /* Sets up |s| around the connected non-blocking socket |fd| (taken over: closed by
  * gw_stream_close(), even on failure). Reading is not enabled. Returns 0 or GW_E_NOMEM. */
 int gw_stream_init(struct gw_stream *s, struct event_base *base, int fd, gw_stream_cb *on_read,
                    gw_stream_cb *on_drain, gw_stream_event_cb *on_event, void *arg);
+
+/* Makes |s| (set up by gw_stream_init(), nothing read yet) a TLS server stream: SSL_read and
+ * SSL_write replace read(2) and write(2). Takes ownership of |ssl|, even on failure (freed by
+ * gw_stream_close()). The handshake is driven by readiness once reading is on (the caller
+ * turns it on), and ends in on_event(GW_STREAM_TLS_DONE) or (GW_STREAM_TLS_FAILED). Returns 0
+ * or GW_E_NOMEM. */
+int gw_stream_start_tls(struct gw_stream *s, struct ssl_st *ssl);
+
+/* Ends the write side: a TLS stream first sends close_notify (not waiting for the peer's),
+ * then the socket is shut for writing. */
+void gw_stream_shutdown_write(struct gw_stream *s);
 
 /* Opens a non-blocking socket to |sa| and starts connecting. |s| must be zeroed, closed or
  * parked (gw_stream_park(): its allocations are reused). On success |s| is set up as by

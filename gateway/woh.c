@@ -246,6 +246,7 @@ static struct gw_woh *session_new(struct gw_exchange *x)
     put(&cur, (struct gw_slice){x->log_ctx, ctx_len});
     *cur = '\0';
     s->call.scheme = x->scheme;
+    s->call.tls = x->tls;
     s->x = x;
     s->batch = evbuffer_new();
     s->timer = evtimer_new(x->w->base, on_timer, s);

@@ -17,6 +17,7 @@
 #include "adapters/uwsgi/uwsgi_upstream.h"
 #include "gateway/conn.h"
 #include "gateway/gate.h"
+#include "gateway/h2.h"
 #include "gateway/metrics.h"
 #include "gateway/util.h"
 
@@ -140,8 +141,12 @@ static void run_flushes(struct gw_worker *w, int write)
         w->flush_head = c->flush_next;
         c->flush_next = NULL;
         c->flush_pending = 0;
-        if (write && !c->closing)
-            gw_stream_flush(&c->st);
+        if (write && !c->closing) {
+            if (c->h2 != NULL)
+                gw_h2_flush(c);
+            else
+                gw_stream_flush(&c->st);
+        }
         gw_conn_leave(c);
     }
 }
@@ -207,11 +212,11 @@ static void on_accept_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The configuration of the listener on |fd|, found by address in the current snapshot (during
- * a reload the listener arrays change before the snapshot does). A listener the snapshot no
- * longer has, being closed, serves its last queued connections as plain HTTP/1.1. */
+ * a reload the listener arrays change before the snapshot does), or NULL when the snapshot no
+ * longer has it: its TLS settings, if any, are gone with it, so its last queued connections
+ * are closed rather than served as something else (a TLS client answered in cleartext). */
 static const struct gw_listen_conf *listen_conf(const struct gw_worker *w, int fd)
 {
-    static const struct gw_listen_conf plain;
     const struct gw_config *cfg = w->snap->cfg;
 
     for (size_t j = 0; j < w->nlisteners; j++) {
@@ -221,7 +226,7 @@ static const struct gw_listen_conf *listen_conf(const struct gw_worker *w, int f
             if (strcmp(cfg->listen[i].address, w->listeners[j].address) == 0)
                 return &cfg->listen[i];
     }
-    return &plain;
+    return NULL;
 }
 
 static void on_accept(evutil_socket_t fd, short what, void *arg)
@@ -233,13 +238,20 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        const struct gw_listen_conf *lc;
 
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                 pause_accepting(w, errno);
             return;
         }
-        gw_conn_new(w, cfd, (struct sockaddr *)&ss, len, listen_conf(w, fd));
+        lc = listen_conf(w, fd);
+        if (lc == NULL) {
+            gw_log_debug("worker %u: connection on a removed listener closed", w->id);
+            close(cfd);
+            continue;
+        }
+        gw_conn_new(w, cfd, (struct sockaddr *)&ss, len, lc);
     }
 }
 
@@ -330,6 +342,21 @@ static void swap_listeners(struct gw_worker *w, const struct gw_config *cfg, int
     w->nlisteners = cfg->nlisten;
 }
 
+/* HTTP/2 connections are told to go (GOAWAY) after a reload; HTTP/1.1 ones take the new
+ * configuration at their next request. */
+static void reload_conns(struct gw_worker *w)
+{
+    struct gw_conn *c, *next;
+
+    for (c = w->conns; c != NULL; c = next) {
+        gw_conn_enter(c);
+        if (c->h2 != NULL && !c->closing)
+            gw_h2_reloaded(c);
+        next = c->next;
+        gw_conn_leave(c);
+    }
+}
+
 static void start_drain(struct gw_worker *w)
 {
     struct gw_conn *c, *next;
@@ -383,6 +410,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
         gw_wsnap_unref(old);
         free(fds);
         gw_access_log_flush(w->alog);
+        reload_conns(w);
     }
     if (cmds & GW_CMD_DRAIN)
         start_drain(w);

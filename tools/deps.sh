@@ -5,11 +5,12 @@
 set -eu
 
 build="gcc make pkg-config libevent-dev libnghttp2-dev libssl-dev libyaml-dev zlib1g-dev"
-testpk="libcriterion-dev clang libclang-rt-14-dev curl python3-pytest python3-flask gunicorn python3-httpx
+testpk="libcriterion-dev clang libclang-rt-14-dev curl openssl python3-pytest python3-flask gunicorn python3-httpx
         uwsgi uwsgi-plugin-python3 python3-fastapi python3-uvicorn python3-uvloop python3-httptools
         python3-websockets"
 run="gunicorn python3-flask curl uwsgi uwsgi-plugin-python3 python3-fastapi"
-bench="nginx wrk valgrind strace python3-uvicorn python3-uvloop python3-httptools python3-websockets"
+bench="nginx wrk valgrind strace nghttp2-client openssl python3-uvicorn python3-uvloop python3-httptools
+       python3-websockets"
 
 case "${1:-build}" in
 build) want="$build" ;;

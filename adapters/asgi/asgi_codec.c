@@ -119,6 +119,25 @@ static int rd_scope(struct rd *r, struct asgi_http_request *q, struct asgi_heade
     return rd_headers(r, hs, max, &q->n_headers);
 }
 
+/* §4.1 tls block, with the TLS capability. */
+static void rd_tls(struct rd *r, struct asgi_tls *t, int tls)
+{
+    memset(t, 0, sizeof *t);
+    if (!tls)
+        return;
+    t->block = 1;
+    if (rd_short(r, 1))
+        return;
+    t->present = *r->p++;
+    if (!t->present)
+        return;
+    t->version = rd_u16(r);
+    t->cipher_suite = rd_u16(r);
+    t->client_cert_name = rd_str16(r);
+    t->client_cert_error = rd_str16(r);
+    t->client_cert = rd_str16(r);
+}
+
 /* ---- sizing and writing --------------------------------------------------------------------- */
 
 /* A payload's size, summed in size_t and pinned at ASGI_MAX_LEN + 1 once over it: each step adds
@@ -181,6 +200,19 @@ static void sz_scope(struct sz *s, const struct asgi_http_request *q)
     sz_headers(s, q->headers, q->n_headers);
 }
 
+static void sz_tls(struct sz *s, const struct asgi_tls *t)
+{
+    if (!t->block)
+        return;
+    sz_add(s, 1);
+    if (!t->present)
+        return;
+    sz_add(s, 4);
+    sz_str(s, &t->client_cert_name);
+    sz_str(s, &t->client_cert_error);
+    sz_str(s, &t->client_cert);
+}
+
 /* The writers below run after sizing: every value fits its field and the frame fits |cap|. */
 
 static inline uint8_t *put_u16(uint8_t *o, size_t v)
@@ -220,6 +252,20 @@ static uint8_t *put_headers(uint8_t *o, const struct asgi_header *hs, size_t n)
         o = put_str(o, &hs[i].value);
     }
     return o;
+}
+
+static uint8_t *put_tls(uint8_t *o, const struct asgi_tls *t)
+{
+    if (!t->block)
+        return o;
+    *o++ = (uint8_t)(t->present != 0);
+    if (!t->present)
+        return o;
+    o = put_u16(o, t->version);
+    o = put_u16(o, t->cipher_suite);
+    o = put_str(o, &t->client_cert_name);
+    o = put_str(o, &t->client_cert_error);
+    return put_str(o, &t->client_cert);
 }
 
 static uint8_t *put_scope(uint8_t *o, const struct asgi_http_request *q)
@@ -328,14 +374,16 @@ int asgi_decode_hello(const uint8_t *p, size_t len, struct asgi_hello *out)
 }
 
 int asgi_decode_http_request(const uint8_t *p, size_t len, struct asgi_http_request *out,
-                             struct asgi_header *headers, size_t max_headers)
+                             struct asgi_header *headers, size_t max_headers, int tls)
 {
     struct rd r = {p, p + len, 0};
     struct asgi_http_request q;
     int rc = rd_scope(&r, &q, headers, max_headers);
 
-    if (rc == ASGI_OK)
+    if (rc == ASGI_OK) {
+        rd_tls(&r, &q.tls, tls);
         rc = rd_done(&r);
+    }
     if (rc == ASGI_OK)
         *out = q;
     return rc;
@@ -343,7 +391,7 @@ int asgi_decode_http_request(const uint8_t *p, size_t len, struct asgi_http_requ
 
 int asgi_decode_ws_connect(const uint8_t *p, size_t len, struct asgi_ws_connect *out,
                            struct asgi_header *headers, size_t max_headers,
-                           struct asgi_str *subprotocols, size_t max_sub)
+                           struct asgi_str *subprotocols, size_t max_sub, int tls)
 {
     struct rd r = {p, p + len, 0};
     struct asgi_ws_connect w;
@@ -356,6 +404,7 @@ int asgi_decode_ws_connect(const uint8_t *p, size_t len, struct asgi_ws_connect 
         return rc;
     for (size_t i = 0; i < n; i++)
         subprotocols[i] = rd_str16(&r);
+    rd_tls(&r, &w.scope.tls, tls);
     rc = rd_done(&r);
     if (rc == ASGI_OK) {
         w.subprotocols = subprotocols;
@@ -519,10 +568,11 @@ int asgi_encode_http_request(uint8_t *out, size_t cap, size_t max_frame, uint8_t
     int rc;
 
     sz_scope(&s, in);
+    sz_tls(&s, &in->tls);
     rc = frame_begin(out, cap, max_frame, ASGI_HTTP_REQUEST, flags, stream, &s);
     if (rc != ASGI_OK)
         return rc;
-    put_scope(out + ASGI_FRAME_HDR_LEN, in);
+    put_tls(put_scope(out + ASGI_FRAME_HDR_LEN, in), &in->tls);
     return frame_len(&s);
 }
 
@@ -537,6 +587,7 @@ int asgi_encode_ws_connect(uint8_t *out, size_t cap, size_t max_frame, uint8_t f
     if (sz_count(&s, in->n_subprotocols))
         for (size_t i = 0; i < in->n_subprotocols; i++)
             sz_str(&s, &in->subprotocols[i]);
+    sz_tls(&s, &in->scope.tls);
     rc = frame_begin(out, cap, max_frame, ASGI_WS_CONNECT, flags, stream, &s);
     if (rc != ASGI_OK)
         return rc;
@@ -544,6 +595,7 @@ int asgi_encode_ws_connect(uint8_t *out, size_t cap, size_t max_frame, uint8_t f
     o = put_u16(o, in->n_subprotocols);
     for (size_t i = 0; i < in->n_subprotocols; i++)
         o = put_str(o, &in->subprotocols[i]);
+    put_tls(o, &in->scope.tls);
     return frame_len(&s);
 }
 

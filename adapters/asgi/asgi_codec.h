@@ -75,6 +75,7 @@ enum asgi_capability {
     ASGI_CAP_WEBSOCKET = 0x1,
     ASGI_CAP_TRAILERS = 0x2,
     ASGI_CAP_PATHSEND = 0x4,
+    ASGI_CAP_TLS = 0x8, /* HTTP_REQUEST and WS_CONNECT end with the §4.1 tls block */
 };
 
 /* Return codes. Encoders return the frame's length (> 0) instead of ASGI_OK. */
@@ -116,6 +117,18 @@ struct asgi_hello { /* §3; the magic is checked on decode and written on encode
     uint32_t capabilities;
 };
 
+/* §4.1 tls block: the ASGI "tls" scope extension. Encoded and decoded when |block| (the TLS
+ * capability was negotiated). */
+struct asgi_tls {
+    int block;                  /* the block is (to be) on the wire */
+    int present;                /* https/wss: the fields below are set */
+    uint16_t version;           /* tls_version: 0x0303, 0x0304 */
+    uint16_t cipher_suite;      /* IANA id */
+    struct asgi_str client_cert_name;  /* RFC 4514 subject; len 0: None */
+    struct asgi_str client_cert_error; /* len 0: None */
+    struct asgi_str client_cert;       /* PEM; len 0: no certificate (client_cert_chain []) */
+};
+
 /* §4.1. |headers| points at the decoder's caller array, or at the encoder's input. */
 struct asgi_http_request {
     struct asgi_str http_version, method, scheme, path, raw_path, query_string, root_path;
@@ -125,6 +138,7 @@ struct asgi_http_request {
     uint16_t server_port;
     const struct asgi_header *headers;
     size_t n_headers;
+    struct asgi_tls tls;
 };
 
 struct asgi_ws_connect { /* §5.1: the §4.1 scope, then the offered subprotocols */
@@ -206,14 +220,16 @@ int asgi_frame_header_encode(uint8_t *out, size_t cap, size_t max_frame,
  * ASGI_E_PROTOCOL). Version, max_frame range and capabilities are not checked. */
 int asgi_decode_hello(const uint8_t *p, size_t len, struct asgi_hello *out);
 
-/* HTTP_REQUEST: headers go into |headers[0..max_headers)|, and out->headers points at them. */
+/* HTTP_REQUEST: headers go into |headers[0..max_headers)|, and out->headers points at them.
+ * |tls|: the TLS capability was negotiated, so the payload ends with the tls block. */
 int asgi_decode_http_request(const uint8_t *p, size_t len, struct asgi_http_request *out,
-                             struct asgi_header *headers, size_t max_headers);
+                             struct asgi_header *headers, size_t max_headers, int tls);
 
-/* WS_CONNECT: as HTTP_REQUEST, then the offered subprotocols into |subprotocols[0..max_sub)|. */
+/* WS_CONNECT: as HTTP_REQUEST, then the offered subprotocols into |subprotocols[0..max_sub)|,
+ * then with |tls| the tls block. */
 int asgi_decode_ws_connect(const uint8_t *p, size_t len, struct asgi_ws_connect *out,
                            struct asgi_header *headers, size_t max_headers,
-                           struct asgi_str *subprotocols, size_t max_sub);
+                           struct asgi_str *subprotocols, size_t max_sub, int tls);
 
 /* HTTP_RESPONSE: status, then headers into |headers[0..max_headers)|. */
 int asgi_decode_http_response(const uint8_t *p, size_t len, struct asgi_http_response *out,

@@ -26,6 +26,7 @@
 #include "adapters/asgi/asgi_codec.h"
 #include "gateway/h1_parse.h"
 #include "gateway/log.h"
+#include "gateway/tls.h"
 #include "gateway/resolve.h"
 #include "gateway/stream.h"
 #include "gateway/util.h"
@@ -39,7 +40,7 @@
 #define AS_BACKOFF_MIN_MS 50
 #define AS_BACKOFF_MAX_MS 5000
 #define AS_FILE_STEP (64 * 1024)   /* PATHSEND bytes read per step */
-#define AS_CAPS (ASGI_CAP_TRAILERS | ASGI_CAP_PATHSEND | ASGI_CAP_WEBSOCKET)
+#define AS_CAPS (ASGI_CAP_TRAILERS | ASGI_CAP_PATHSEND | ASGI_CAP_WEBSOCKET | ASGI_CAP_TLS)
 #define AS_FULL_LOAD ((size_t)1 << 40) /* load of a full or still connecting connection */
 
 static const char R_HEAD_TOO_LARGE[] = "request head too large for the app's max_frame";
@@ -611,7 +612,7 @@ static int write_request(struct as_strm *st)
         names += q->headers[i].name.len;
     sp = scratch(p, names + 4 * raw.len + 1);
     dec = sp + names;
-    r.http_version = q->minor ? ASTR_LIT("1.1") : ASTR_LIT("1.0");
+    r.http_version = q->h2 ? ASTR_LIT("2") : q->minor ? ASTR_LIT("1.1") : ASTR_LIT("1.0");
     r.method = astr(q->method);
     r.scheme = (struct asgi_str){x->scheme, strlen(x->scheme)};
     {
@@ -656,10 +657,26 @@ static int write_request(struct as_strm *st)
     p->ah[nh++] = (struct asgi_header){ASTR_LIT("x-request-id"), astr(x->fwd->request_id)};
     r.headers = p->ah;
     r.n_headers = nh;
+    memset(&r.tls, 0, sizeof r.tls);
+    r.tls.block = (c->caps & ASGI_CAP_TLS) != 0;
+    if (r.tls.block && x->tls != NULL) {
+        const struct gw_tls_info *t = x->tls;
+
+        r.tls.present = 1;
+        r.tls.version = t->version;
+        r.tls.cipher_suite = t->cipher_id;
+        if (t->s_dn != NULL) {
+            r.tls.client_cert_name = (struct asgi_str){t->s_dn, strlen(t->s_dn)};
+            r.tls.client_cert = (struct asgi_str){t->cert_pem, t->cert_pem_len};
+        }
+        if (t->verify_error != NULL)
+            r.tls.client_cert_error = (struct asgi_str){t->verify_error, strlen(t->verify_error)};
+    }
 
     bound = ASGI_FRAME_HDR_LEN + 9 * 2 + 3 * 2 + r.http_version.len + r.method.len +
             r.scheme.len + r.path.len + r.raw_path.len + r.query_string.len + r.root_path.len +
-            r.client_host.len + r.server_host.len;
+            r.client_host.len + r.server_host.len + 1 + 4 + 3 * 2 + r.tls.client_cert_name.len +
+            r.tls.client_cert_error.len + r.tls.client_cert.len;
     for (size_t i = 0; i < nh; i++)
         bound += 4 + p->ah[i].name.len + p->ah[i].value.len;
     if (st->ws) {

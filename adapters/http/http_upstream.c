@@ -21,6 +21,7 @@
 
 #include "gateway/h1_parse.h"
 #include "gateway/log.h"
+#include "gateway/tls.h"
 #include "gateway/stream.h"
 #include "gateway/util.h"
 
@@ -478,6 +479,49 @@ static int is_framing_field(struct gw_slice n)
     }
 }
 
+/* The X-SSL-Client-* fields (nginx's $ssl_client_verify, _s_dn, _escaped_cert), when the
+ * upstream sets tls_client_headers. A client's own fields of these names are always dropped
+ * (gw_exchange_drop_header()). */
+static const struct gw_tls_info *tls_headers(const struct hu_conn *c)
+{
+    return c->srv->pool->u->tls_client_headers ? c->x->tls : NULL;
+}
+
+static size_t tls_headers_size(const struct gw_tls_info *t)
+{
+    if (t == NULL)
+        return 0;
+    return 80 + strlen(t->verify) + (t->s_dn != NULL ? strlen(t->s_dn) : 0) +
+           3 * t->cert_pem_len;
+}
+
+static char *put_tls_headers(char *w, const struct gw_tls_info *t)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    w = PUT_LIT(w, "X-SSL-Client-Verify: ");
+    w = put(w, t->verify, strlen(t->verify));
+    w = PUT_LIT(w, "\r\n");
+    if (t->s_dn == NULL)
+        return w;
+    w = PUT_LIT(w, "X-SSL-Client-S-DN: ");
+    w = put(w, t->s_dn, strlen(t->s_dn));
+    w = PUT_LIT(w, "\r\nX-SSL-Client-Cert: ");
+    for (size_t i = 0; i < t->cert_pem_len; i++) {
+        unsigned char ch = (unsigned char)t->cert_pem[i];
+
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *w++ = (char)ch;
+        } else {
+            *w++ = '%';
+            *w++ = hex[ch >> 4];
+            *w++ = hex[ch & 15];
+        }
+    }
+    return PUT_LIT(w, "\r\n");
+}
+
 /* Serialises the request head into the out buffer with one reserve/commit: an upper bound
  * is summed first (cheap), then every field is copied once. Returns 0 or -1 (no memory). */
 static int write_head(struct hu_conn *c)
@@ -491,7 +535,8 @@ static int write_head(struct hu_conn *c)
     int had_cl = 0;
 
     cap = r->method.len + r->path.len + r->host.len + f->xff.len + f->proto.len + f->fhost.len +
-          f->forwarded.len + f->request_id.len + sizeof WS_UPGRADE_FIELDS + 256;
+          f->forwarded.len + f->request_id.len + sizeof WS_UPGRADE_FIELDS + 256 +
+          tls_headers_size(tls_headers(c));
     for (size_t i = 0; i < r->nheaders; i++)
         cap += r->headers[i].name.len + r->headers[i].value.len + 4;
     if (evbuffer_reserve_space(c->s.out, (ev_ssize_t)cap, &v, 1) < 1 || v.iov_len < cap)
@@ -521,6 +566,8 @@ static int write_head(struct hu_conn *c)
     w = PUT_FIELD(w, "X-Forwarded-Host: ", f->fhost);
     w = PUT_FIELD(w, "Forwarded: ", f->forwarded);
     w = PUT_FIELD(w, "X-Request-Id: ", f->request_id);
+    if (tls_headers(c) != NULL)
+        w = put_tls_headers(w, tls_headers(c));
     if (x->ws)
         w = PUT_LIT(w, WS_UPGRADE_FIELDS);
     if (r->has_body && r->chunked) {
@@ -1278,6 +1325,9 @@ static void conn_on_event(struct gw_stream *s, enum gw_stream_what what, void *a
                       j->tunnel ? "tunnel bytes not taken within timeouts.send"
                                 : "request not taken within timeouts.send");
         break;
+    case GW_STREAM_TLS_DONE:
+    case GW_STREAM_TLS_FAILED:
+        break; /* client streams only */
     }
     pool_leave(p);
 }

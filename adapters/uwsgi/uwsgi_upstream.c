@@ -23,6 +23,7 @@
 #include "adapters/uwsgi/uwsgi_codec.h"
 #include "gateway/h1_parse.h"
 #include "gateway/log.h"
+#include "gateway/tls.h"
 #include "gateway/resolve.h"
 #include "gateway/stream.h"
 #include "gateway/util.h"
@@ -541,6 +542,26 @@ static void header_vars(struct uwsgi_writer *w, const struct gw_exchange *x)
     }
 }
 
+/* The length of |s| (NULL: 0). */
+static size_t slen(const char *s)
+{
+    return s != NULL ? strlen(s) : 0;
+}
+
+/* mod_ssl's names for the TLS facts of a TLS client (SSL_CLIENT_* with a certificate). */
+static void tls_vars(struct uwsgi_writer *w, const struct gw_tls_info *t)
+{
+    VAR(w, "SSL_PROTOCOL", t->protocol, strlen(t->protocol));
+    VAR(w, "SSL_CIPHER", t->cipher, strlen(t->cipher));
+    VAR(w, "SSL_CLIENT_VERIFY", t->verify, strlen(t->verify));
+    if (t->s_dn == NULL)
+        return;
+    VAR(w, "SSL_CLIENT_S_DN", t->s_dn, strlen(t->s_dn));
+    VAR(w, "SSL_CLIENT_I_DN", t->i_dn, strlen(t->i_dn));
+    VAR(w, "SSL_CLIENT_M_SERIAL", t->serial, strlen(t->serial));
+    VAR(w, "SSL_CLIENT_CERT", t->cert_pem, t->cert_pem_len);
+}
+
 /* A bound of the packet's size for x: every var the gateway may add, at its longest. */
 static size_t packet_bound(const struct gw_exchange *x)
 {
@@ -551,6 +572,13 @@ static size_t packet_bound(const struct gw_exchange *x)
                f->client_ip.len + f->xff.len + f->proto.len + f->fhost.len +
                f->forwarded.len + f->request_id.len;
 
+    if (x->tls != NULL) {
+        const struct gw_tls_info *t = x->tls;
+
+        n += 8 * (UWSGI_VAR_OVERHEAD + 20) + slen(t->protocol) + slen(t->cipher) +
+             slen(t->verify) + slen(t->s_dn) + slen(t->i_dn) + slen(t->serial) +
+             t->cert_pem_len;
+    }
     /* Each field: its CGI name ("HTTP_" + name), its value and a separator, two lengths. */
     for (size_t i = 0; i < q->nheaders; i++)
         n += UWSGI_VAR_OVERHEAD + 5 + q->headers[i].name.len + q->headers[i].value.len + 2;
@@ -588,7 +616,10 @@ static int build_packet(struct uw_job *j, const char **reason)
         VAR(&w, "SCRIPT_NAME", rt->path, rt->path_len);
     else
         VAR(&w, "SCRIPT_NAME", "", 0);
-    VAR(&w, "SERVER_PROTOCOL", q->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
+    if (q->h2)
+        VAR(&w, "SERVER_PROTOCOL", "HTTP/2", 6);
+    else
+        VAR(&w, "SERVER_PROTOCOL", q->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
     if (q->has_body || spool_len(&j->req) > 0 || q->method.len != 3 ||
         memcmp(q->method.p, "GET", 3) != 0)
         VAR_U64(&w, "CONTENT_LENGTH", spool_len(&j->req), "");
@@ -600,6 +631,8 @@ static int build_packet(struct uw_job *j, const char **reason)
     VAR(&w, "REQUEST_SCHEME", x->scheme, strlen(x->scheme));
     if (strcmp(x->scheme, "https") == 0)
         VAR(&w, "HTTPS", "on", 2);
+    if (x->tls != NULL)
+        tls_vars(&w, x->tls);
     header_vars(&w, x);
     VAR_SLICE(&w, "HTTP_X_FORWARDED_FOR", x->fwd->xff);
     VAR_SLICE(&w, "HTTP_X_FORWARDED_PROTO", x->fwd->proto);
@@ -914,7 +947,8 @@ static void pump_request(struct uw_job *j)
 
 /* ---- the response ----------------------------------------------------------------------- */
 
-/* Rewrites a CGI "Status: 200 OK" first line into a status line. Returns 1 when the input
+/* Rewrites a CGI "Status: 200 OK" first line, or uWSGI's "HTTP/2 200 OK", into an HTTP/1.1
+ * status line. Returns 1 when the input
  * starts with a status line now, 0 when more bytes are needed, -1 when it is garbage. */
 static int cgi_status(struct uw_job *j, size_t max_head)
 {
@@ -928,6 +962,19 @@ static int cgi_status(struct uw_job *j, size_t max_head)
     if (len < 7) {
         /* Too short to tell unless it already differs from both forms. */
         return (first[0] == 'H' || first[0] == 'S' || first[0] == 's') ? 0 : 1;
+    }
+    if (memcmp(first, "HTTP/2", 6) == 0 && (first[6] == ' ' || first[6] == '.')) {
+        /* uWSGI answers with the SERVER_PROTOCOL it was given ("HTTP/2" for an HTTP/2
+         * client): the status line is read as HTTP/1.1's, as nginx reads it. */
+        size_t vlen = first[6] == ' ' ? 6 : 8;
+        char head[8];
+
+        if (len < vlen + 1 || evbuffer_copyout(in, head, vlen + 1) < 0)
+            return 0;
+        if (head[vlen] != ' ')
+            return -1;
+        evbuffer_drain(in, vlen);
+        return evbuffer_prepend(in, "HTTP/1.1", 8) == 0 ? 1 : -1;
     }
     if (!(memcmp(first, "Status:", 7) == 0 || memcmp(first, "status:", 7) == 0))
         return 1;
@@ -1243,6 +1290,9 @@ static void on_event(struct gw_stream *s, enum gw_stream_what what, void *arg)
         else
             fail(j, 504, GW_R_MID_TIMEOUT, "response stalled beyond timeouts.read", 0);
         break;
+    case GW_STREAM_TLS_DONE:
+    case GW_STREAM_TLS_FAILED:
+        break; /* client streams only */
     }
     job_leave(j);
 }

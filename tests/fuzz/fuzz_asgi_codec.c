@@ -52,7 +52,7 @@ static int decode_payload(struct frame *f, const uint8_t *p, size_t len, struct 
     case ASGI_HELLO:
         return asgi_decode_hello(p, len, &f->u.hello);
     case ASGI_HTTP_REQUEST:
-        return asgi_decode_http_request(p, len, &f->u.req, hs, max_h);
+        return asgi_decode_http_request(p, len, &f->u.req, hs, max_h, 0);
     case ASGI_HTTP_RESPONSE:
         return asgi_decode_http_response(p, len, &f->u.resp, hs, max_h);
     case ASGI_TRAILERS:
@@ -63,7 +63,7 @@ static int decode_payload(struct frame *f, const uint8_t *p, size_t len, struct 
     case ASGI_WS_CLOSE:
         return asgi_decode_close(p, len, &f->u.close);
     case ASGI_WS_CONNECT:
-        return asgi_decode_ws_connect(p, len, &f->u.wsc, hs, max_h, ss, max_s);
+        return asgi_decode_ws_connect(p, len, &f->u.wsc, hs, max_h, ss, max_s, 0);
     case ASGI_WS_ACCEPT:
         return asgi_decode_ws_accept(p, len, &f->u.accept, hs, max_h);
     case ASGI_CREDIT:

@@ -249,6 +249,16 @@ def test_legacy_is_debian_uwsgi(demo):
     check_wsgi_page(demo, "/legacy", "uWSGI", "uwsgi")
 
 
+def test_demo_listener_speaks_h2c_too(demo):
+    """The demo listener has http2: prior_knowledge: curl's h2c reaches every kind of app."""
+    for path in ("/http/", "/wsgi/", "/legacy/", "/asgi/"):
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                              "-w", "%{http_version} %{http_code}",
+                              "http://127.0.0.1:%d%s" % (demo.port, path)],
+                             capture_output=True, text=True, timeout=20).stdout
+        assert out == "2 200", (path, out)
+
+
 def check_events_arrive_one_by_one(demo, target, master_kind):
     pieces = []   # (arrival time, bytes) as the body comes in
     with Conn(demo.port, timeout=15) as c:

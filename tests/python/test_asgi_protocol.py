@@ -554,3 +554,39 @@ def test_frame_header():
     assert ap.frame_header(ap.DATA, ap.FLAG_END, 3, 5) == b"\x00\x00\x05\x02\x01\x00\x00\x00\x03"
     with pytest.raises(ValueError):
         ap.frame_header(ap.DATA, 0, 1, ap.MAX_PAYLOAD + 1)
+
+
+# -- the tls block (CAP_TLS, section 4.1) ------------------------------------------------------
+
+def test_tls_block_round_trip():
+    t = ap.Tls(True, 0x0304, 0x1301, "O=Example,CN=alice", "", "-----BEGIN CERTIFICATE-----\n")
+    for frame in (ap.HttpRequest(1, 0, headers=[(b"host", b"a")], tls=t),
+                  ap.HttpRequest(3, ap.FLAG_END, tls=ap.Tls()),
+                  ap.WsConnect(5, 0, scheme="wss", subprotocols=["chat"], tls=t)):
+        data = ap.encode(frame)
+        dec = FrameDecoder()
+        dec.tls = True
+        dec.feed(data)
+        assert dec.next_frame() == frame
+        # without CAP_TLS the block is trailing bytes
+        with pytest.raises(ProtocolError) as e:
+            _decode_one(data)
+        assert e.value.code == ap.FRAME_SIZE
+
+
+def test_tls_block_layout():
+    data = ap.encode(ap.HttpRequest(1, ap.FLAG_END, tls=ap.Tls(True, 0x0303, 0xC02F, "CN=x",
+                                                                 "bad", "P")))
+    assert data.endswith(b"\x01\x03\x03\xc0\x2f\x00\x04CN=x\x00\x03bad\x00\x01P")
+    plain = ap.encode(ap.HttpRequest(1, ap.FLAG_END, tls=ap.Tls()))
+    assert len(plain) == len(ap.encode(ap.HttpRequest(1, ap.FLAG_END))) + 1
+    assert plain.endswith(b"\x00\x00\x00")       # header count 0, then tls_present 0
+
+
+def test_tls_block_missing_with_cap_tls():
+    dec = FrameDecoder()
+    dec.tls = True
+    dec.feed(ap.encode(ap.HttpRequest(1, ap.FLAG_END)))
+    with pytest.raises(ProtocolError) as e:
+        dec.next_frame()
+    assert e.value.code == ap.FRAME_SIZE

@@ -81,7 +81,7 @@ static int decode_payload(struct frame *f, const uint8_t *p, size_t len, size_t 
     case ASGI_HELLO:
         return asgi_decode_hello(p, len, &f->u.hello);
     case ASGI_HTTP_REQUEST:
-        return asgi_decode_http_request(p, len, &f->u.req, dec_headers, max_headers);
+        return asgi_decode_http_request(p, len, &f->u.req, dec_headers, max_headers, 0);
     case ASGI_HTTP_RESPONSE:
         return asgi_decode_http_response(p, len, &f->u.resp, dec_headers, max_headers);
     case ASGI_TRAILERS:
@@ -93,7 +93,7 @@ static int decode_payload(struct frame *f, const uint8_t *p, size_t len, size_t 
         return asgi_decode_close(p, len, &f->u.close);
     case ASGI_WS_CONNECT:
         return asgi_decode_ws_connect(p, len, &f->u.wsc, dec_headers, max_headers, dec_subs,
-                                      max_subs);
+                                      max_subs, 0);
     case ASGI_WS_ACCEPT:
         return asgi_decode_ws_accept(p, len, &f->u.accept, dec_headers, max_headers);
     case ASGI_CREDIT:
@@ -339,19 +339,19 @@ static const struct rt_case rt_cases[] = {
     {"hello_ack_extremes", {{0, ASGI_HELLO, ASGI_F_ACK, 0},
         .u.hello = {UINT16_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX}}},
     {"http_request_full", {{0, ASGI_HTTP_REQUEST, 0, 1},
-        .u.req = {SCOPE_FULL, hs_request, ARRAY_LEN(hs_request)}}},
+        .u.req = {SCOPE_FULL, hs_request, ARRAY_LEN(hs_request), {0}}}},
     {"http_request_empty", {{0, ASGI_HTTP_REQUEST, ASGI_F_END, 2},
-        .u.req = {{0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, 0, {0}, 0, NULL, 0}}},
+        .u.req = {{0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, 0, {0}, 0, NULL, 0, {0}}}},
     {"http_request_binary", {{0, ASGI_HTTP_REQUEST, ASGI_F_END, ASGI_STREAM_MAX},
         .u.req = {S("2"), S("GET"), S("http"), S("/\0x"), S("/%00x"), S("\xff"), S(""), S("::1"),
-                  UINT16_MAX, S(""), 0, hs_binary, ARRAY_LEN(hs_binary)}}},
+                  UINT16_MAX, S(""), 0, hs_binary, ARRAY_LEN(hs_binary), {0}}}},
     {"ws_connect", {{0, ASGI_WS_CONNECT, 0, 13},
         .u.wsc = {{S("1.1"), S(""), S("wss"), S("/ws"), S("/ws"), S("room=1"), S(""),
-                   S("198.51.100.2"), 40000, S("example.com"), 443, hs_one, 1},
+                   S("198.51.100.2"), 40000, S("example.com"), 443, hs_one, 1, {0}},
                   subs3, ARRAY_LEN(subs3)}}},
     {"ws_connect_bare", {{0, ASGI_WS_CONNECT, 0, 15},
         .u.wsc = {{S("2"), S(""), S("ws"), S("/"), S("/"), S(""), S(""), S(""), 0, S(""), 0,
-                   NULL, 0}, NULL, 0}}},
+                   NULL, 0, {0}}, NULL, 0}}},
     {"data", {{0, ASGI_DATA, 0, 3}, .u.raw = S("name=gate\0house\xff&x=1")}},
     {"data_end_empty", {{0, ASGI_DATA, ASGI_F_END, 3}, .u.raw = {NULL, 0}}},
     {"http_response", {{0, ASGI_HTTP_RESPONSE, ASGI_F_MORE, 1},
@@ -577,7 +577,7 @@ Test(asgi_codec, count_without_room_is_frame_size_not_too_many)
 Test(asgi_codec, subprotocol_count_without_room)
 {
     struct asgi_ws_connect w = {
-        {S("1.1"), S(""), S("ws"), S("/"), S("/"), S(""), S(""), S(""), 0, S(""), 0, NULL, 0},
+        {S("1.1"), S(""), S("ws"), S("/"), S("/"), S(""), S(""), S(""), 0, S(""), 0, NULL, 0, {0}},
         subs3,
         ARRAY_LEN(subs3)};
     struct asgi_ws_connect out;
@@ -590,18 +590,18 @@ Test(asgi_codec, subprotocol_count_without_room)
     cr_assert_eq(buf[at], 0);
     cr_assert_eq(buf[at + 1], 3);
     buf[at] = 0xff; /* 0xff03 subprotocols in 19 bytes */
-    cr_expect_eq(asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, NULL, 0),
+    cr_expect_eq(asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, NULL, 0, 0),
                  ASGI_E_FRAME_SIZE);
     buf[at] = 0;
     buf[at + 1] = 10; /* 10 need 20 bytes at least: 19 is too few */
     cr_expect_eq(
-        asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, MAX_SUBS),
+        asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, MAX_SUBS, 0),
         ASGI_E_FRAME_SIZE);
     buf[at + 1] = 4; /* room for 4 by count, but the strings run out */
     cr_expect_eq(
-        asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, MAX_SUBS),
+        asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, MAX_SUBS, 0),
         ASGI_E_FRAME_SIZE);
-    cr_expect_eq(asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, 3),
+    cr_expect_eq(asgi_decode_ws_connect(buf + ASGI_FRAME_HDR_LEN, plen, &out, NULL, 0, dec_subs, 3, 0),
                  ASGI_E_TOO_MANY);
 }
 
@@ -914,7 +914,7 @@ Test(asgi_codec, counts_over_65535_refused_without_reading_the_list)
     struct asgi_ws_accept a = {S(""), NULL, ASGI_STR16_MAX + 1};
     struct asgi_http_request q = {
         S("1.1"), S("GET"), S("http"),         S("/"), S("/"), S(""), S(""), S(""), 0, S(""),
-        0,        NULL,     ASGI_STR16_MAX + 1};
+        0,        NULL,     ASGI_STR16_MAX + 1, {0}};
     struct asgi_ws_connect w = {q, NULL, 0};
 
     cr_expect_eq(asgi_encode_http_response(buf, sizeof buf, SIZE_MAX, 0, 1, &r), ASGI_E_VALUE);

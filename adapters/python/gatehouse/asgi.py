@@ -63,7 +63,7 @@ ACCEPT_DELAY_MAX = 0.05
 ACCEPT_PAUSE = 0.5            # after an accept error such as EMFILE
 DRAIN_AT = 64 * 1024         # a send() waits for the gateway while more than this is unsent
 READ_SIZE = 256 * 1024
-SUPPORTED_CAPS = P.CAP_WEBSOCKET | P.CAP_TRAILERS | P.CAP_PATHSEND
+SUPPORTED_CAPS = P.CAP_WEBSOCKET | P.CAP_TRAILERS | P.CAP_PATHSEND | P.CAP_TLS
 SPEC_VERSION = "2.4"        # the ASGI spec version of the http and websocket scopes
 
 
@@ -882,6 +882,17 @@ class Connection:
             "state": dict(self.worker.lifespan_state),   # shallow copy, as uvicorn does
             "extensions": extensions,
         }
+        t = f.tls
+        if t is not None and t.present:
+            # https://asgi.readthedocs.io/en/latest/specs/tls.html
+            extensions["tls"] = {
+                "server_cert": None,
+                "client_cert_chain": [t.client_cert] if t.client_cert else [],
+                "client_cert_name": t.client_cert_name or None,
+                "client_cert_error": t.client_cert_error or None,
+                "tls_version": t.version,
+                "cipher_suite": t.cipher_suite,
+            }
         if f.type == P.WS_CONNECT:
             scope["type"] = "websocket"
             scope["subprotocols"] = f.subprotocols
@@ -940,6 +951,7 @@ class Connection:
         self.write_frame(P.Hello(0, P.FLAG_ACK, P.PROTOCOL_VERSION, self.opts.max_frame,
                                  self.opts.max_streams, self.opts.initial_credit, self.caps))
         self.decoder.max_frame = self.opts.max_frame
+        self.decoder.tls = bool(self.caps & P.CAP_TLS)
         self.ready = True
         if self.worker.draining:
             self.start_drain()

@@ -54,7 +54,7 @@ __all__ = [
     # flags
     "FLAG_END", "FLAG_MORE", "FLAG_TEXT", "FLAG_ACK",
     # capabilities
-    "CAP_WEBSOCKET", "CAP_TRAILERS", "CAP_PATHSEND",
+    "CAP_WEBSOCKET", "CAP_TRAILERS", "CAP_PATHSEND", "CAP_TLS", "Tls",
     # error codes
     "NONE", "PROTOCOL", "INTERNAL", "FLOW", "FRAME_SIZE", "REFUSED", "CANCEL", "VERSION",
     "ERROR_NAMES",
@@ -102,6 +102,7 @@ FLAG_ACK = 0x08
 CAP_WEBSOCKET = 0x1
 CAP_TRAILERS = 0x2
 CAP_PATHSEND = 0x4
+CAP_TLS = 0x8
 
 NONE = 0
 PROTOCOL = 1
@@ -223,6 +224,51 @@ def _scope_out(f, parts):
     _headers_out(parts, f.headers)
 
 
+@dataclass(slots=True)
+class Tls:
+    """The tls block of section 4.1 (with CAP_TLS): the ASGI "tls" scope extension's facts.
+    present is False for a cleartext request (nothing else on the wire)."""
+    present: bool = False
+    version: int = 0
+    cipher_suite: int = 0
+    client_cert_name: str = ""      # "" reads as None
+    client_cert_error: str = ""     # "" reads as None
+    client_cert: str = ""           # PEM; "" when no certificate
+
+
+def _tls_out(t, parts):
+    if t is None:
+        return
+    if not t.present:
+        parts.append(b"\x00")
+        return
+    parts += (b"\x01", _u16(t.version), _u16(t.cipher_suite))
+    _str16(parts, _text(t.client_cert_name), "client_cert_name")
+    _str16(parts, _text(t.client_cert_error), "client_cert_error")
+    _str16(parts, _text(t.client_cert), "client_cert")
+
+
+def _tls_in(p, o, tls):
+    """With CAP_TLS (|tls|), the tls block at |o|: (Tls or None, new offset)."""
+    if not tls:
+        return None, o
+    if o >= len(p):
+        raise _Layout("truncated payload (no tls block)")
+    present = p[o]
+    o += 1
+    if not present:
+        return Tls(), o
+    version, suite = _u16_from(p, o)[0], _u16_from(p, o + 2)[0]
+    o += 4
+    vals = []
+    for _ in range(3):
+        (n,) = _u16_from(p, o)
+        o += 2
+        vals.append(p[o:o + n].decode("utf-8", "replace"))
+        o += n
+    return Tls(True, version, suite, *vals), o
+
+
 # -- the frames -------------------------------------------------------------------------------
 #
 # Every frame has .stream and .flags; .type is the frame type (a class constant, except on
@@ -263,11 +309,13 @@ class HttpRequest:
     client: tuple = None
     server: tuple = None
     headers: list = field(default_factory=list)
+    tls: Tls = None                 # None: no tls block (CAP_TLS not negotiated)
     type = HTTP_REQUEST
 
     def _payload(self):
         parts = []
         _scope_out(self, parts)
+        _tls_out(self.tls, parts)
         return b"".join(parts)
 
 
@@ -362,6 +410,7 @@ class WsConnect:
     server: tuple = None
     headers: list = field(default_factory=list)
     subprotocols: list = field(default_factory=list)
+    tls: Tls = None                 # None: no tls block (CAP_TLS not negotiated)
     type = WS_CONNECT
 
     def _payload(self):
@@ -373,6 +422,7 @@ class WsConnect:
         parts.append(_u16(len(subs)))
         for s in subs:
             _str16(parts, _text(s), "subprotocol")
+        _tls_out(self.tls, parts)
         return b"".join(parts)
 
 
@@ -628,10 +678,11 @@ def _p_hello(sid, flags, p):
     return Hello(sid, flags, version, max_frame, max_streams, credit, caps)
 
 
-def _p_http_request(sid, flags, p):
+def _p_http_request(sid, flags, p, tls=False):
     raw = _parse_scope(p)
-    _end(p, raw[-1])
-    return HttpRequest(sid, flags, *_scope_fields(raw))
+    tls, o = _tls_in(p, raw[-1], tls)
+    _end(p, o)
+    return HttpRequest(sid, flags, *_scope_fields(raw), tls)
 
 
 def _p_data(sid, flags, p):
@@ -667,7 +718,7 @@ def _p_disconnect(sid, flags, p):
     return Disconnect(sid, flags, *_code_reason(p))
 
 
-def _p_ws_connect(sid, flags, p):
+def _p_ws_connect(sid, flags, p, tls=False):
     raw = _parse_scope(p)
     o = raw[-1]
     (count,) = _u16_from(p, o)
@@ -678,8 +729,9 @@ def _p_ws_connect(sid, flags, p):
         o += 2
         offers.append(p[o:o + n])
         o += n
+    tls, o = _tls_in(p, o, tls)
     _end(p, o)
-    return WsConnect(sid, flags, *_scope_fields(raw), [s.decode() for s in offers])
+    return WsConnect(sid, flags, *_scope_fields(raw), [s.decode() for s in offers], tls)
 
 
 def _p_ws_accept(sid, flags, p):
@@ -736,13 +788,14 @@ class FrameDecoder:
     max_frame: the largest payload accepted, i.e. the max_frame *this side* announced in its
     HELLO (16384, the protocol's default, until then). It may be changed at any time."""
 
-    __slots__ = ("_buf", "_pos", "max_frame", "_error")
+    __slots__ = ("_buf", "_pos", "max_frame", "_error", "tls")
 
     def __init__(self, max_frame=DEFAULT_MAX_FRAME):
         self._buf = b""        # bytes (as fed, not copied) or a bytearray accumulating
         self._pos = 0          # start of the first unconsumed frame in _buf
         self.max_frame = max_frame
         self._error = None     # the fatal ProtocolError, once raised
+        self.tls = False       # CAP_TLS negotiated: requests end with the tls block
 
     def feed(self, data):
         """Append bytes received from the peer."""
@@ -805,6 +858,8 @@ class FrameDecoder:
         if ftype >= _N_KNOWN:
             return Unknown(ftype, flags, sid, p)
         try:
+            if self.tls and (ftype == HTTP_REQUEST or ftype == WS_CONNECT):
+                return _PARSERS[ftype](sid, flags, p, True)
             return _PARSERS[ftype](sid, flags, p)
         except (_Layout, struct.error) as e:
             if isinstance(e, struct.error):
