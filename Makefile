@@ -29,7 +29,7 @@ FUZZBIN   := $(FUZZSRC:tests/fuzz/%.c=build-fuzz/%)
 # Sources a fuzz target may link: the sans-I/O codecs and what they need.
 FUZZLIB   := gateway/h1_parse.c gateway/util.c config/config.c gateway/router.c \
              adapters/uwsgi/uwsgi_codec.c adapters/asgi/asgi_codec.c gateway/ws_codec.c \
-             gateway/woh_codec.c
+             gateway/woh_codec.c gateway/h2_codec.c
 FUZZTIME  ?= 20
 
 all: $(BUILD)/gatehouse
