@@ -108,6 +108,8 @@ bench:
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	$(PYTHON) tests/bench/bench_ws.py --gatehouse $(abspath $(BUILD)/gatehouse) || \
 	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
+	$(PYTHON) tests/bench/bench_h2.py --gatehouse $(abspath $(BUILD)/gatehouse) --rounds 3 || \
+	    { s=$$?; [ $$s -gt $$st ] && st=$$s; }; \
 	exit $$st
 
 # Builds the images of docker/, runs docker/compose.yaml, checks every demo route and a
