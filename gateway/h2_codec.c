@@ -577,45 +577,58 @@ static size_t names_len(const struct h1_header *hdrs, size_t n)
     return len;
 }
 
+/* Fields of a head or trailers that fit these go through the stack, not malloc: nghttp2 copies
+ * them anyway. */
+#define STACK_FIELDS 32
+#define STACK_NAMES 1024
+
+/* Submits |hdrs[0..n)| on |sid|: a response head with |status| and |prd| (NULL: no body), or
+ * with |status| 0 trailers. Returns 0 or -1. */
+static int submit_fields(nghttp2_session *s, int32_t sid, int status, const struct h1_header *hdrs,
+                         size_t n, const nghttp2_data_provider *prd)
+{
+    nghttp2_nv nv_stack[STACK_FIELDS], *nv = nv_stack;
+    char low_stack[STACK_NAMES], *low = low_stack, st[4];
+    size_t names = names_len(hdrs, n), k = 0;
+    int rc = -1;
+
+    if (n + 1 > STACK_FIELDS)
+        nv = malloc((n + 1) * sizeof *nv);
+    if (names > STACK_NAMES)
+        low = malloc(names);
+    if (nv != NULL && low != NULL) {
+        if (status != 0) {
+            st[0] = (char)('0' + status / 100 % 10);
+            st[1] = (char)('0' + status / 10 % 10);
+            st[2] = (char)('0' + status % 10);
+            nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3,
+                                   NGHTTP2_NV_FLAG_NONE};
+        }
+        k += to_nv(nv + k, low, hdrs, n);
+        if (status != 0)
+            rc = nghttp2_submit_response(s, sid, nv, k, prd) == 0 ? 0 : -1;
+        else
+            rc = nghttp2_submit_trailer(s, sid, nv, k) == 0 ? 0 : -1;
+    }
+    if (nv != nv_stack)
+        free(nv);
+    if (low != low_stack)
+        free(low);
+    return rc;
+}
+
 int h2c_respond(struct h2c *h, int32_t sid, int status, const struct h1_header *hdrs, size_t n,
                 int has_body)
 {
-    nghttp2_nv *nv = malloc((n + 1) * sizeof *nv);
-    char *low = malloc(names_len(hdrs, n) + 1);
-    char st[4];
     nghttp2_data_provider prd = {.read_callback = read_body};
-    int rc = -1;
 
-    if (nv != NULL && low != NULL) {
-        size_t k;
-
-        st[0] = (char)('0' + status / 100 % 10);
-        st[1] = (char)('0' + status / 10 % 10);
-        st[2] = (char)('0' + status % 10);
-        nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
-        k = to_nv(nv + 1, low, hdrs, n);
-        rc = nghttp2_submit_response(h->s, sid, nv, k + 1, has_body ? &prd : NULL) == 0 ? 0
-                                                                                        : -1;
-    }
-    free(nv);
-    free(low);
-    return rc;
+    return submit_fields(h->s, sid, status, hdrs, n, has_body ? &prd : NULL);
 }
 
 static int submit_trailers(nghttp2_session *s, int32_t sid, const struct h1_header *hdrs,
                            size_t n)
 {
-    nghttp2_nv *nv = malloc((n + 1) * sizeof *nv);
-    char *low = malloc(names_len(hdrs, n) + 1);
-    int rc = -1;
-
-    if (nv != NULL && low != NULL) {
-        size_t k = to_nv(nv, low, hdrs, n);
-        rc = nghttp2_submit_trailer(s, sid, nv, k) == 0 ? 0 : -1;
-    }
-    free(nv);
-    free(low);
-    return rc;
+    return submit_fields(s, sid, 0, hdrs, n, NULL);
 }
 
 void h2c_resume(struct h2c *h, int32_t sid)
