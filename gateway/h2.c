@@ -43,7 +43,7 @@ struct gw_h2_stream {
     unsigned up_paused : 1;       /* the upstream was told to pause: resume when |out| drains */
     unsigned resume_due : 1;      /* |out| drained: resume the upstream after the send */
     unsigned head_request : 1;
-    unsigned sse : 1;             /* an event stream with heartbeats */
+    unsigned sse : 1;             /* an event stream (heartbeats when its route has them) */
     unsigned sse_line_start : 1;  /* its last byte sent ended a line */
 };
 
@@ -63,6 +63,7 @@ struct gw_h2 {
 static void pump(struct gw_conn *c);
 static void rearm(struct gw_conn *c);
 static void end_event_stream(struct gw_h2_stream *s);
+static uint64_t sse_due(const struct gw_h2_stream *s, uint64_t now);
 
 static const struct gw_config *cfg_of(const struct gw_conn *c)
 {
@@ -427,9 +428,7 @@ static void on_end(void *ud, int32_t sid)
     if (x == NULL || x->req_done)
         return;
     x->req_done = 1;
-    s->deadline_ms = 0;
-    if (s->sse)
-        s->deadline_ms = gw_now_ms() + x->route->sse_heartbeat_ms;
+    s->deadline_ms = s->sse ? sse_due(s, gw_now_ms()) : 0;
     if (x->up != NULL)
         gw_exchange_req_body(x);
     if (s->x == x)
@@ -688,6 +687,14 @@ void gw_h2_flush(struct gw_conn *c)
     pump(c);
 }
 
+/* When the event stream |s| is due a heartbeat, counting from |now|; 0: never. */
+static uint64_t sse_due(const struct gw_h2_stream *s, uint64_t now)
+{
+    uint64_t every = s->x != NULL && s->x->route != NULL ? s->x->route->sse_heartbeat_ms : 0;
+
+    return every > 0 ? now + every : 0;
+}
+
 /* Sends an idle event stream a comment line, as HTTP/1.1 does (see h1.c). */
 static void sse_heartbeat(struct gw_h2_stream *s, uint64_t now)
 {
@@ -697,7 +704,7 @@ static void sse_heartbeat(struct gw_h2_stream *s, uint64_t now)
         s->x->bytes_out += 2;
         stream_more(s);
     }
-    s->deadline_ms = s->x != NULL ? now + s->x->route->sse_heartbeat_ms : 0;
+    s->deadline_ms = sse_due(s, now);
 }
 
 void gw_h2_on_deadline(struct gw_conn *c)
@@ -862,7 +869,7 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
         x->sse = 1;
         gw_m_gauge(&c->w->metrics->sse_streams, 1);
     }
-    s->sse = x->sse && x->route != NULL && x->route->sse_heartbeat_ms > 0;
+    s->sse = x->sse;
     s->sse_line_start = 1;
     if (h2c_respond(c->h2->codec, s->sid, r->status, r->headers, r->nheaders, has_body) != 0) {
         answer_locally(s, 502, "cannot send the response head");
@@ -874,7 +881,7 @@ static void down_head(struct gw_exchange *x, const struct gw_resp *r)
         if (c->w->draining)
             s->deadline_ms = gw_now_ms(); /* it ends at once, from the loop */
         else
-            s->deadline_ms = gw_now_ms() + x->route->sse_heartbeat_ms;
+            s->deadline_ms = sse_due(s, gw_now_ms());
         rearm(c);
     }
     if (!has_body)
@@ -896,7 +903,7 @@ static void sse_seen(struct gw_h2_stream *s, char last)
 {
     s->sse_line_start = last == '\n';
     if (!s->c->w->draining && s->x->req_done)
-        s->deadline_ms = gw_now_ms() + s->x->route->sse_heartbeat_ms;
+        s->deadline_ms = sse_due(s, gw_now_ms());
 }
 
 static int down_body(struct gw_exchange *x, const char *p, size_t n)

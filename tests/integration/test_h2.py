@@ -985,3 +985,72 @@ class TestTls:
             assert sc["scheme"] == "wss", sc
             ws.send_close(1000)
             ws.expect_close(1000, answer=False)
+
+
+# ---- drain of long-lived streams, timeouts --------------------------------------------------
+
+@pytest.mark.parametrize("reload_first", [False, True], ids=["plain", "after_reload"])
+def test_sigterm_ends_event_streams_and_closes_websockets_1001(harness, backends, reload_first):
+    """At SIGTERM an event stream on h2 ends as a complete response (END_STREAM) and an RFC 8441
+    WebSocket gets 1001, then the process exits. Also when a reload sent its GOAWAY first (the
+    connection then already said goodbye, but its streams must still be ended)."""
+    b = backends.ws("asgi")
+    u = harness.upstream()
+    g = h2_gateway(harness, {"app": b.upstream, "web": gw.upstream_conf([u.addr])},
+                   routes=[{"match": {"path": "/ws/"}, "upstream": "app"},
+                           {"match": {"path": "/"}, "upstream": "web"}],
+                   shutdown={"delay": "0s", "timeout": "10s"}, sse={"heartbeat": "0s"})
+    with H2Client(g.port, timeout=10) as c:
+        c.wait_settings()
+        s, ws = ws_connect(c, ws_path())
+        assert s.status == 200
+        ws.send_text("before")
+        assert ws.recv_message().text == "before"
+        ev = c.request("GET", "/events?n=1000&ms=100")
+        assert c.head(ev).status == 200
+        c.wait(lambda: b"event 1" in c.streams[ev].body, 5, "two events")
+        if reload_first:
+            g.reload(g.config)
+            c.wait_goaway(timeout=3)
+        t0 = time.monotonic()
+        g.signal(signal.SIGTERM)
+        code, _ = ws.expect_close(1001, answer=True, timeout=5)
+        assert code == 1001
+        es = c.response(ev, timeout=5)
+        assert es.ended and es.reset is None, es
+        assert time.monotonic() - t0 < 3
+    assert g.wait_exit(10) == 0
+
+
+def test_request_body_timeout_is_408_per_stream(harness):
+    """A stream whose body stops coming gets 408 after timeouts.body; the other streams of the
+    connection are not touched."""
+    u = harness.upstream()
+    g = h2_gateway(harness, [u.addr], timeouts={"body": "500ms"})
+    with H2Client(g.port, timeout=10) as c:
+        c.wait_settings()
+        sid = c.request("POST", "/echo?stalled", end_stream=False,
+                        headers=[("content-length", "1000")])
+        c.send_data(sid, b"x" * 10, end_stream=False)
+        t0 = time.monotonic()
+        for i in range(3):
+            assert c.get("/echo?meanwhile=%d" % i).status == 200
+        s = c.response(sid, timeout=5)
+        assert s.status == 408, s
+        assert 0.4 < time.monotonic() - t0 < 3
+        assert c.get("/echo?after").status == 200
+        assert not c.goaways
+    line = g.wait_stderr(r"408 .*timeouts\.body", timeout=3)
+    assert line
+
+
+def test_idle_connection_gets_goaway_then_closes(harness):
+    u = harness.upstream()
+    g = h2_gateway(harness, [u.addr], timeouts={"idle": "500ms"})
+    with H2Client(g.port, timeout=10) as c:
+        assert c.get("/echo").status == 200
+        t0 = time.monotonic()
+        last, code, _ = c.wait_goaway(timeout=3)
+        assert code == H.NO_ERROR and last == 1, (last, code)
+        assert 0.4 < time.monotonic() - t0 < 2.5
+        c.wait_closed(timeout=3)
