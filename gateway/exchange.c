@@ -606,6 +606,16 @@ int gw_resp_is_event_stream(const struct gw_resp *r)
     return 0;
 }
 
+char gw_evbuffer_last_byte(struct evbuffer *src)
+{
+    struct evbuffer_ptr last;
+    char ch = 0;
+
+    evbuffer_ptr_set(src, &last, evbuffer_get_length(src) - 1, EVBUFFER_PTR_SET);
+    evbuffer_copyout_from(src, &last, &ch, 1);
+    return ch;
+}
+
 int gw_ws_own_field(struct gw_slice name)
 {
     return h1_is_hop_by_hop(name) || GW_SLICE_EQ_LIT(name, "Sec-WebSocket-Accept") ||

@@ -301,6 +301,9 @@ void gw_exchange_ws_closed(struct gw_exchange *x, unsigned code, const char *rea
  * allowed). */
 int gw_resp_is_event_stream(const struct gw_resp *r);
 
+/* The last byte of |src| (not empty): an event stream's sender notes whether a line ended. */
+char gw_evbuffer_last_byte(struct evbuffer *src);
+
 /* Returns 1 for a field of an upstream's WebSocket answer that the downstream writes itself
  * (the accept key, subprotocol, extensions) or that does not go to the client (hop-by-hop,
  * Content-Length). */

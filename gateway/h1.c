@@ -778,12 +778,7 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
         return 0;
     }
     if (h->sse) {
-        struct evbuffer_ptr last;
-        char ch = 0;
-
-        evbuffer_ptr_set(src, &last, n - 1, EVBUFFER_PTR_SET);
-        evbuffer_copyout_from(src, &last, &ch, 1);
-        h->sse_line_start = ch == '\n';
+        h->sse_line_start = gw_evbuffer_last_byte(src) == '\n';
         sse_arm(c);
     }
     if (h->resp_chunked)

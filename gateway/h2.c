@@ -510,6 +510,30 @@ static void on_protect(void *ud, enum h2c_protect why)
     gw_m_add(&c->w->metrics->h2_protect[why], 1);
 }
 
+static const char *h2_error_name(uint32_t code)
+{
+    static const char *const names[] = {
+        "NO_ERROR",          "PROTOCOL_ERROR",   "INTERNAL_ERROR",
+        "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT", "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR",  "REFUSED_STREAM",   "CANCEL",
+        "COMPRESSION_ERROR", "CONNECT_ERROR",    "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED",
+    };
+    return code < sizeof names / sizeof names[0] ? names[code] : "unknown error";
+}
+
+static void on_error(void *ud, int32_t sid, uint32_t code, const uint8_t *debug, size_t n)
+{
+    struct gw_conn *c = ud;
+
+    if (sid == 0)
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "http2: connection error %s (%.*s); closing",
+                   h2_error_name(code), (int)(n > 200 ? 200 : n), (const char *)debug);
+    else
+        gw_log_ctx(GW_LOG_INFO, c->log_ctx, "http2: stream %d reset: %s", (int)sid,
+                   h2_error_name(code));
+}
+
 static const struct h2c_cbs codec_cbs = {
     .request = on_request,
     .data = on_data,
@@ -517,6 +541,7 @@ static const struct h2c_cbs codec_cbs = {
     .closed = on_closed,
     .body = on_body,
     .send_data = on_send_data,
+    .error = on_error,
     .protect = on_protect,
 };
 
@@ -939,14 +964,8 @@ static int down_body_buf(struct gw_exchange *x, struct evbuffer *src)
         evbuffer_drain(src, n);
         return 0;
     }
-    if (s->sse) {
-        struct evbuffer_ptr last;
-        char ch = 0;
-
-        evbuffer_ptr_set(src, &last, n - 1, EVBUFFER_PTR_SET);
-        evbuffer_copyout_from(src, &last, &ch, 1);
-        sse_seen(s, ch);
-    }
+    if (s->sse)
+        sse_seen(s, gw_evbuffer_last_byte(src));
     evbuffer_add_buffer(stream_out(s), src);
     x->bytes_out += n;
     return after_body(s);

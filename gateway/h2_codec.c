@@ -320,14 +320,23 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
         if (h->cbs->protect != NULL)
             h->cbs->protect(h->ud, H2C_P_STREAMS);
     }
-    /* Resets the client provoked (a malformed request, a window or state violation) cost the
-     * server as much as its own: counted with them (MadeYouReset, CVE-2025-8671). */
+    /* A connection error nghttp2 answered itself: the owner logs it (floods log their own). */
+    if (fr->hd.type == NGHTTP2_GOAWAY && fr->goaway.error_code != NGHTTP2_NO_ERROR &&
+        !h->flood && h->cbs->error != NULL)
+        h->cbs->error(h->ud, 0, fr->goaway.error_code, fr->goaway.opaque_data,
+                      fr->goaway.opaque_data_len);
+    /* Resets the client provoked (a malformed request, a window or state violation): logged,
+     * and since they cost the server as much as its own, counted with them (MadeYouReset,
+     * CVE-2025-8671). */
     if (fr->hd.type == NGHTTP2_RST_STREAM && fr->rst_stream.error_code != NGHTTP2_NO_ERROR &&
         fr->rst_stream.error_code != NGHTTP2_REFUSED_STREAM &&
         fr->rst_stream.error_code != NGHTTP2_INTERNAL_ERROR &&
-        fr->rst_stream.error_code != NGHTTP2_CANCEL && !h->flood &&
-        count(h, H2C_P_RAPID_RESET, H2C_MAX_RESETS))
-        return 0;
+        fr->rst_stream.error_code != NGHTTP2_CANCEL && !h->flood) {
+        if (h->cbs->error != NULL)
+            h->cbs->error(h->ud, fr->hd.stream_id, fr->rst_stream.error_code, NULL, 0);
+        if (count(h, H2C_P_RAPID_RESET, H2C_MAX_RESETS))
+            return 0;
+    }
     if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
         (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
         nghttp2_session_get_stream_remote_close(s, fr->hd.stream_id) == 0)

@@ -91,6 +91,10 @@ struct h2c_cbs {
      * frame's 9-byte header |hd|: the owner writes it, then |n| body bytes of |sid|, to its
      * output, with no copy through the codec (RFC 9113 DATA frames without padding). */
     void (*send_data)(void *ud, int32_t sid, const uint8_t *hd, size_t n);
+    /* Optional: the client broke the protocol and nghttp2 answered it: with |sid| 0 a
+     * connection error (its GOAWAY went out, with the |debug| text, lent), else a stream error
+     * (RST_STREAM). |code| is the HTTP/2 error code. For the log. */
+    void (*error)(void *ud, int32_t sid, uint32_t code, const uint8_t *debug, size_t n);
     /* The codec ends the connection for |why| (a flood: GOAWAY ENHANCE_YOUR_CALM is queued). */
     void (*protect)(void *ud, enum h2c_protect why);
 };

@@ -389,10 +389,13 @@ BAD_HEADERS = [
 @pytest.mark.parametrize("case,headers", BAD_HEADERS, ids=[b[0] for b in BAD_HEADERS])
 def test_malformed_request_is_a_stream_error(g, case, headers):
     c = client(g)
+    pos = g.stderr_size()
     sid = c.request(raw_headers=headers)
     s = c.response(sid)
     assert s.reset == H.PROTOCOL_ERROR, (case, s)
     assert s.headers is None or s.status == 400, (case, s)
+    if s.headers is None:   # reset by nghttp2's checks: the error log says so
+        g.wait_stderr(r" info .*http2: stream %d reset: PROTOCOL_ERROR" % sid, since=pos)
     assert_fine(c, case)
 
 
@@ -494,8 +497,12 @@ def connection_error(c, code, what):
 
 def test_data_on_stream_0(g):
     c = client(g)
+    pos = g.stderr_size()
     c.send_raw(frame(H.DATA, 0, 0, b"hello"))
     connection_error(c, H.PROTOCOL_ERROR, "DATA on stream 0")
+    g.wait_stderr(r" info .*http2: connection error PROTOCOL_ERROR \(.*\); closing", since=pos)
+    with H2Client(g.port, timeout=5) as c2:     # the gateway serves on
+        assert c2.get("/echo?after").status == 200
 
 
 def test_preface_then_no_settings(g):
