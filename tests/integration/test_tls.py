@@ -190,6 +190,21 @@ def test_old_tls_refused(harness, upstream, certs, version):
         assert https_get(g.port, client_ctx(certs, version=v)).status == 200
 
 
+@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-SHA256", "ECDHE-RSA-AES128-SHA"])
+def test_weak_tls12_ciphers_refused(harness, upstream, certs, cipher):
+    """TLS 1.2 with only a legacy suite on offer (no forward secrecy, or CBC with SHA-1):
+    the handshake fails and is logged; modern suites still work."""
+    g = tls_gateway(harness, [upstream.addr], tls_conf(certs))
+    ctx = client_ctx(certs, version=ssl.TLSVersion.TLSv1_2, verify=False)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(cipher + ":@SECLEVEL=0")
+    pos = g.stderr_size()
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_sock(g.port, ctx).close()
+    g.wait_stderr(r"TLS handshake failed: no shared cipher", since=pos)
+    assert https_get(g.port, client_ctx(certs, version=ssl.TLSVersion.TLSv1_2)).status == 200
+
+
 # ---- session resumption ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
