@@ -332,7 +332,6 @@ static int make_request(struct gw_conn *c, const struct h2c_req *r, struct h1_re
 static int on_request(void *ud, int32_t sid, const struct h2c_req *r)
 {
     struct gw_conn *c = ud;
-    struct gw_h2 *h = c->h2;
     struct gw_h2_stream *s = stream_new(c, sid);
     struct h1_request q;
     struct gw_exchange *x;
@@ -359,7 +358,6 @@ static int on_request(void *ud, int32_t sid, const struct h2c_req *r)
     s->x = x;
     if (!x->req_done)
         s->deadline_ms = gw_now_ms() + cfg_of(c)->timeouts.body_ms;
-    (void)h;
     status = gw_exchange_start(x);
     if (status != 0 && s->x == x)
         answer_locally(s, status, x->error != NULL ? x->error : "refused by the router");

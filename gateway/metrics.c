@@ -157,6 +157,10 @@ static int64_t gauge(struct gw_metrics *const *w, size_t n, size_t off)
 
 #define OFF(field) offsetof(struct gw_metrics, field)
 
+_Static_assert(H2C_P_COUNT == sizeof((struct gw_metrics *)0)->h2_protect /
+                                 sizeof(gw_counter),
+               "gw_metrics.h2_protect has one counter per enum h2c_protect");
+
 /* A label value is a configured name or path: escape what the text format needs. */
 static void put_label(struct out *o, const char *s)
 {
